@@ -1,0 +1,27 @@
+# Two targets a new user needs; each creates .venv with only Python 3.11 and pip.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+run: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m loop.run --budget 200
+
+test: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/python
+	$(BIN)/python -m ruff check .
+
+bench: $(BIN)/python
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .venv-ci build *.egg-info

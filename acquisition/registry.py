@@ -1,0 +1,7 @@
+"""Name → strategy class table; a new strategy is one file plus `@register("name")`."""
+
+from experiment_design.registry import Registry
+
+STRATEGIES = Registry("strategy")
+register = STRATEGIES.register
+get = STRATEGIES.get

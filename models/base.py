@@ -1,0 +1,72 @@
+"""The model protocol that the loop and acquisition strategies rely on.
+
+Contract
+--------
+* ``fit(data)`` trains on every observation so far (a ``MeasurementBatch``,
+  the concatenated ledger) and warm-starts from the previous fit's parameters
+  when called again. ``map_fn`` (default the builtin ``map``) lets the caller
+  fan independent work (ensemble members) out, e.g. over Ray; models never
+  import Ray.
+* ``predict(queries)`` returns a :class:`Prediction`: per readout, the mean,
+  its epistemic (across members) and aleatoric variance, and each member's
+  mean. The readout ``"programs"`` (function-space program activities,
+  ``(n, K)``) is always present; modality readouts (``"rna"``, ...) are
+  per-unit expected values in the modality's feature space.
+* ``to_botorch()`` returns a ``botorch.models.model.Model`` over the
+  ``DesignSpace`` encoding whose outputs are function-space readouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from experiment_design import DesignSpace, MeasurementBatch, Query
+
+PROGRAMS = "programs"
+
+
+@dataclass
+class Prediction:
+    """Predictions for ``n`` queries from an ensemble of ``M`` members.
+
+    Attributes:
+        members: readout → ``(M, n, F)`` member means.
+        aleatoric: readout → ``(n, F)`` mean over members of each member's
+            observation-noise variance (0 where a readout has no noise model).
+    """
+
+    members: dict[str, np.ndarray]
+    aleatoric: dict[str, np.ndarray]
+
+    def mean(self, readout: str = PROGRAMS) -> np.ndarray:
+        """``(n, F)`` ensemble mean."""
+        return self.members[readout].mean(axis=0)
+
+    def epistemic(self, readout: str = PROGRAMS) -> np.ndarray:
+        """``(n, F)`` variance across members."""
+        m = self.members[readout]
+        return m.var(axis=0, ddof=1) if m.shape[0] > 1 else np.zeros(m.shape[1:])
+
+    def total(self, readout: str = PROGRAMS) -> np.ndarray:
+        """``(n, F)`` epistemic + aleatoric variance."""
+        return self.epistemic(readout) + self.aleatoric.get(readout, 0.0)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the loop and the strategies need from a CSL model."""
+
+    space: DesignSpace
+
+    def fit(self, data: MeasurementBatch, map_fn: Callable = map) -> object:
+        """Fit on all data so far (warm start); returns a fit summary."""
+
+    def predict(self, queries: Sequence[Query]) -> Prediction:
+        """Predict function-space and modality readouts with uncertainty."""
+
+    def to_botorch(self) -> object:
+        """A ``botorch`` Model over the design encoding."""

@@ -1,0 +1,7 @@
+"""Name → oracle class table; a new oracle is one file plus `@register("name")`."""
+
+from experiment_design.registry import Registry
+
+ORACLES = Registry("oracle")
+register = ORACLES.register
+get = ORACLES.get
