@@ -32,6 +32,7 @@ class Strategy(ABC):
 
     Args:
         time_limit_s: Wall-clock limit of one ``propose`` call, seconds.
+
     """
 
     #: Whether ``propose`` needs a fitted model.

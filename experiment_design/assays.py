@@ -40,6 +40,7 @@ class Assay:
             scRNA well is 1.0.
         units: Units observed per specimen, one per modality: cells for
             single-cell modalities, spots for spatial, 1 for well-level panels.
+
     """
 
     name: str

@@ -12,6 +12,7 @@ class Context:
     Attributes:
         cell_line: Cell line or donor: shifts biology (baseline, EC50).
         site: Lab / platform: shifts measurement (library size, batch effects).
+
     """
 
     cell_line: str

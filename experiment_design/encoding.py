@@ -41,6 +41,7 @@ class DesignEncoding:
 
     Args:
         space: The design space.
+
     """
 
     def __init__(self, space) -> None:  # noqa: ANN001 - DesignSpace, avoids a cycle
@@ -74,6 +75,7 @@ class DesignEncoding:
 
         Returns:
             ``(n, d)`` float64 tensor in the layout of the module docstring.
+
         """
         sp = self.space
         X = np.zeros((len(queries), self.dim))
@@ -96,6 +98,7 @@ class DesignEncoding:
 
         Returns:
             ``n`` queries, one replicate each.
+
         """
         sp = self.space
         X = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=float)

@@ -37,6 +37,7 @@ class ModalityData:
         obs: ``(n_units, ...)`` metadata; includes :data:`keys.OBS_COLUMNS`.
         X: ``(n_units, n_features)`` float32 readouts.
         var_names: Feature names, length ``n_features``.
+
     """
 
     obs: pd.DataFrame
@@ -71,6 +72,7 @@ class MeasurementBatch:
 
     Attributes:
         modalities: Modality name → :class:`ModalityData`.
+
     """
 
     modalities: dict[str, ModalityData]
@@ -102,6 +104,7 @@ class MeasurementBatch:
 
         Raises:
             ValueError: If one modality has different feature names in two batches.
+
         """
         parts: dict[str, list[ModalityData]] = {}
         for b in batches:
@@ -143,7 +146,7 @@ class MeasurementBatch:
     def to_arrow(self) -> pa.Table:
         """Tidy Arrow table: one row per (modality, unit); see the module docstring."""
         tables = []
-        for name, m in self.modalities.items():
+        for m in self.modalities.values():
             t = pa.Table.from_pandas(m.obs, preserve_index=False)
             flat = pa.array(m.X.reshape(-1), type=pa.float32())
             offsets = pa.array(np.arange(0, m.X.size + 1, max(m.X.shape[1], 1), dtype=np.int32)[: len(m.obs) + 1])
@@ -163,6 +166,7 @@ class MeasurementBatch:
 
         Raises:
             ValueError: If the table lacks the var-names metadata or a column.
+
         """
         meta = (table.schema.metadata or {}).get(VAR_NAMES_META)
         if meta is None:

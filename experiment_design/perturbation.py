@@ -18,6 +18,7 @@ class Perturbation:
         targets: Target names, sorted, no repeats.
         doses: One dose per target, in the target's unit (µM for compounds,
             strength in [0, 1] for genes).
+
     """
 
     targets: tuple[str, ...] = ()
@@ -58,12 +59,12 @@ class Perturbation:
 
     @property
     def label(self) -> str:
-        """scPerturb label: ``"A+B"``, or ``"control"``."""
+        """ScPerturb label: ``"A+B"``, or ``"control"``."""
         return keys.COMBO_SEP.join(self.targets) if self.targets else keys.CONTROL
 
     @property
     def dose_label(self) -> str:
-        """scPerturb dose string: ``"1.0+0.5"``; ``"0"`` for the control."""
+        """ScPerturb dose string: ``"1.0+0.5"``; ``"0"`` for the control."""
         if not self.targets:
             return "0"
         return keys.COMBO_SEP.join(repr(float(d)) for d in self.doses)
@@ -75,6 +76,7 @@ class Perturbation:
         Raises:
             ValueError: If the numbers of targets and doses differ or a dose is
                 not a number.
+
         """
         label = str(label).strip()
         if label in ("", keys.CONTROL):

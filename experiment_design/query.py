@@ -20,6 +20,7 @@ class Query:
         context: Cell line and site.
         assay: Name of an assay in the ``DesignSpace``.
         replicates: Independent specimens (wells / patches) of this condition.
+
     """
 
     perturbation: Perturbation

@@ -17,6 +17,7 @@ class Registry:
         ... class RandomStrategy: ...
         >>> STRATEGIES.get("random").__name__
         'RandomStrategy'
+
     """
 
     def __init__(self, kind: str) -> None:
@@ -40,6 +41,7 @@ class Registry:
 
         Raises:
             KeyError: Naming the known names.
+
         """
         try:
             return self._table[name]

@@ -37,6 +37,7 @@ class DesignSpace:
             inclusive. Compound doses are searched and encoded on log10.
         time_range_h: (earliest, latest) time after perturbation, hours.
         max_order: Largest number of targets in one perturbation (1 to 3).
+
     """
 
     targets: tuple[Target, ...]
@@ -107,6 +108,7 @@ class DesignSpace:
                 target, assay or context, a dose out of range or not finite,
                 negative or out-of-range time, too many targets, or fewer than
                 one replicate.
+
         """
         where = f"query {query.query_id} ({query.perturbation.label} @ {query.time_h} h, {query.assay})"
         p = query.perturbation
@@ -184,6 +186,7 @@ class DesignSpace:
 
         Returns:
             ``n`` queries with one replicate each.
+
         """
         if orders is None:
             orders = [0.05, 0.6, 0.3, 0.1][: self.max_order + 1]
@@ -227,6 +230,7 @@ class DesignSpace:
 
         Returns:
             Queries with one replicate each, in a deterministic order.
+
         """
         assays = list(assays) if assays is not None else [a.name for a in self.assays]
         contexts = list(contexts) if contexts is not None else list(self.contexts)

@@ -32,6 +32,7 @@ class Target:
         name: Unique name, e.g. ``"CMP03"`` or ``"GENE_KD05"``; must not
             contain ``"+"`` (the combination separator).
         kind: Gene knockdown, gene activation or compound.
+
     """
 
     name: str

@@ -47,6 +47,7 @@ class GroundTruth:
         expected: ``queries → {modality: (n, n_features)}`` noise-free
             expected readout per unit (cell, spot or well).
         extras: Anything else a world wants to expose (named arrays).
+
     """
 
     programs: tuple[str, ...]

@@ -37,6 +37,7 @@ class Prediction:
         members: readout → ``(M, n, F)`` member means.
         aleatoric: readout → ``(n, F)`` mean over members of each member's
             observation-noise variance (0 where a readout has no noise model).
+
     """
 
     members: dict[str, np.ndarray]

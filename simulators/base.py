@@ -13,7 +13,12 @@ Contract
   index within the specimen);
 * is reproducible and order-free: a query's randomness derives only from
   ``(world seed, query_id, replicate)``, so measuring A then B gives the same
-  data as B then A, or A alone.
+  data as B then A, or A alone;
+* ``layout`` optionally places each specimen on a plate:
+  ``{(query_id, replicate): (plate, well)}`` with wells like ``"B07"``;
+  without it an oracle chooses positions itself (deterministically from the
+  seed, query id and replicate). Positions go into the ``plate`` and ``well``
+  obs columns (empty strings for tissue patches).
 
 ``BaseSimulator`` is an ``Oracle`` that knows its truth and fills the template
 ``measure = validate → _latent → _observe``.
@@ -23,11 +28,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Query
+
+#: ``{(query_id, replicate): (plate, well)}``.
+Layout = Mapping[tuple[str, int], tuple[str, str]]
 
 
 class Oracle(ABC):
@@ -35,12 +43,13 @@ class Oracle(ABC):
 
     Attributes:
         space: The design space the oracle can measure.
+
     """
 
     space: DesignSpace
 
     @abstractmethod
-    def measure(self, queries: Sequence[Query]) -> MeasurementBatch:
+    def measure(self, queries: Sequence[Query], layout: Layout | None = None) -> MeasurementBatch:
         """Measure queries; see the module docstring for the contract."""
 
     def validate(self, queries: Sequence[Query]) -> None:
@@ -58,6 +67,7 @@ def query_rng(seed: int, query_id: str, replicate: int, stream: str = "") -> np.
         replicate: Replicate index (0-based).
         stream: Optional sub-stream name (e.g. ``"rna"``) so modalities draw
             independently.
+
     """
     digest = hashlib.sha256(f"{seed}|{query_id}|{replicate}|{stream}".encode()).digest()
     return np.random.default_rng(np.frombuffer(digest[:16], dtype=np.uint32))
@@ -72,19 +82,19 @@ class BaseSimulator(Oracle):
 
     seed: int
 
-    def measure(self, queries: Sequence[Query]) -> MeasurementBatch:
+    def measure(self, queries: Sequence[Query], layout: Layout | None = None) -> MeasurementBatch:
         """Validate, compute latent states, observe them through each assay."""
         queries = list(queries)
         self.validate(queries)
         latent = self._latent(queries)
-        return self._observe(queries, latent)
+        return self._observe(queries, latent, layout)
 
     @abstractmethod
     def _latent(self, queries: Sequence[Query]) -> object:
         """Latent state of every (query, replicate, cell), in the subclass's form."""
 
     @abstractmethod
-    def _observe(self, queries: Sequence[Query], latent: object) -> MeasurementBatch:
+    def _observe(self, queries: Sequence[Query], latent: object, layout: Layout | None) -> MeasurementBatch:
         """Observe latent states through each query's assay."""
 
     @property
