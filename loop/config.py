@@ -1,0 +1,129 @@
+"""Run configuration: CLI flags, a TOML/JSON file, and what goes into config.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
+from pathlib import Path
+
+WORLDS = ("small", "default", "large")
+ORACLES = ("sim", "lab")
+#: Keys of config.json that must match when a run is resumed.
+IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data")
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run (timings and paths aside).
+
+    Attributes:
+        budget: Total budget in cost units (one scRNA well = 1.0), initial
+            design included.
+        strategy: Registered acquisition strategy name.
+        seed: Root seed of the world, the model and the strategy.
+        batch_size: Queries proposed per round (q).
+        world: Simulator preset: small, default or large.
+        oracle: ``sim`` (simulator) or ``lab`` (measured data, needs ``data``).
+        data: Lab data file (``.h5ad``, ``.csv`` or ``.parquet``).
+        n_members: Ensemble members.
+        initial_size: Space-filling queries of the initial design (controls in
+            every context come on top).
+        initial_controls_h: Times (hours) of the initial controls per context.
+        time_limit_s: Per-round acquisition time limit, seconds.
+        workers: CPUs for a local Ray instance (default: all).
+        address: Ray cluster address to join instead of starting one.
+        costs: Assay name → cost override in budget units.
+        world_overrides: Keyword overrides for the simulator preset.
+    """
+
+    budget: float = 200.0
+    strategy: str = "cost_aware"
+    seed: int = 0
+    batch_size: int = 16
+    world: str = "default"
+    oracle: str = "sim"
+    data: str | None = None
+    n_members: int = 5
+    initial_size: int = 16
+    initial_controls_h: tuple[float, ...] = (24.0,)
+    time_limit_s: float = 10.0
+    workers: int | None = None
+    address: str | None = None
+    costs: dict[str, float] = field(default_factory=dict)
+    world_overrides: dict = field(default_factory=dict)
+
+    def validate(self) -> RunConfig:
+        """Check values; raise ``ValueError`` with a one-line reason."""
+        from acquisition.registry import STRATEGIES
+
+        if not self.budget > 0:
+            raise ValueError(f"--budget must be positive, got {self.budget}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {self.n_members}")
+        if self.world not in WORLDS:
+            raise ValueError(f"--world must be one of {', '.join(WORLDS)}, got {self.world!r}")
+        if self.oracle not in ORACLES:
+            raise ValueError(f"--oracle must be one of {', '.join(ORACLES)}, got {self.oracle!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES.names)}")
+        if self.oracle == "lab" and not self.data:
+            raise ValueError("--oracle lab needs --data FILE")
+        if self.data and not Path(self.data).is_file():
+            raise ValueError(f"--data {self.data}: no such file")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        for name, cost in self.costs.items():
+            if not float(cost) > 0:
+                raise ValueError(f"cost of assay {name!r} must be positive, got {cost}")
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["initial_controls_h"] = list(self.initial_controls_h)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Build from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "initial_controls_h" in d:
+            d["initial_controls_h"] = tuple(float(t) for t in d["initial_controls_h"])
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> dict:
+        """Read the settings of a TOML or JSON config file (as a dict of overrides)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"--config {path}: no such file")
+        try:
+            if path.suffix == ".toml":
+                d = tomllib.loads(path.read_text())
+            else:
+                d = json.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--config {path}: cannot parse ({exc})") from None
+        d = {k.replace("-", "_"): v for k, v in d.items()}
+        cls.from_dict(d)  # reject unknown keys early
+        return d
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages a run depends on."""
+    out = {"python": platform.python_version()}
+    for pkg in ("cslab", "torch", "botorch", "gpytorch", "ray", "numpy", "pandas", "pyarrow", "anndata"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

@@ -1,0 +1,121 @@
+"""Ray plumbing: start or join a cluster, fan work out, host the oracle.
+
+Only this module (and the loop that calls it) imports Ray. Workers pin BLAS
+and torch to one thread each, so two cores are not oversubscribed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import ray
+
+THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class OracleFailed(RuntimeError):
+    """The oracle kept failing after every retry."""
+
+
+def init_ray(address: str | None = None, workers: int | None = None) -> bool:
+    """Start a local Ray instance (dashboard off, logs quiet) or join ``address``.
+
+    Returns:
+        True if this call started Ray (the caller then shuts it down).
+    """
+    if ray.is_initialized():
+        return False
+    os.environ.update({k: os.environ.get(k, v) for k, v in THREAD_ENV.items()})
+    kwargs: dict = dict(
+        include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+        runtime_env={"env_vars": dict(THREAD_ENV)},
+    )
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+    return True
+
+
+def _pinned_call(fn: Callable, item: object) -> object:
+    """Run ``fn(item)`` with torch on one thread (inside a worker)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(item)
+
+
+_remote_call = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(_pinned_call)
+
+
+def ray_map(fn: Callable, items: Iterable) -> list:
+    """``map`` over Ray tasks: ``fn(item)`` for each item, results in order.
+
+    A task whose worker dies is retried up to three times by Ray; an
+    exception raised by ``fn`` itself is re-raised here.
+    """
+    fn_ref = ray.put(fn)
+    refs = [_remote_call.remote(fn_ref, item) for item in items]
+    return ray.get(refs)
+
+
+@ray.remote(max_restarts=2, max_task_retries=0)
+class OracleActor:
+    """Hosts an oracle in its own process."""
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.oracle = factory()
+
+    def measure(self, queries: Sequence, layout: dict | None = None) -> object:
+        """Forward to the oracle."""
+        return self.oracle.measure(queries, layout=layout)
+
+
+class OracleClient:
+    """Calls an oracle (a Ray actor) with retries and exponential backoff.
+
+    Args:
+        factory: Picklable zero-argument callable that builds the oracle in
+            the actor process.
+        attempts: Calls before giving up.
+        backoff_s: First wait between attempts; doubles each time.
+        local: Call the oracle in this process instead of a Ray actor.
+    """
+
+    def __init__(self, factory: Callable[[], object], attempts: int = 4, backoff_s: float = 0.5,
+                 local: bool = False) -> None:
+        self.attempts, self.backoff_s = attempts, backoff_s
+        self._local = factory() if local else None
+        self._actor = None if local else OracleActor.remote(factory)
+
+    def measure(self, queries: Sequence, layout: dict | None = None) -> object:
+        """Measure with retries.
+
+        Raises:
+            ValueError: At once, if the oracle rejects a query (retrying cannot help).
+            OracleFailed: After ``attempts`` failed calls, with the last error.
+        """
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            try:
+                if self._local is not None:
+                    return self._local.measure(queries, layout=layout)
+                return ray.get(self._actor.measure.remote(list(queries), layout))
+            except ValueError:
+                raise
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, ValueError):
+                    raise ValueError(str(exc.cause)) from None
+                last = exc.cause or exc
+            except Exception as exc:  # noqa: BLE001 - any oracle failure is retried, then reported
+                last = exc
+            if attempt + 1 < self.attempts:
+                time.sleep(self.backoff_s * 2**attempt)
+        raise OracleFailed(f"oracle failed {self.attempts} times; last error: {type(last).__name__}: {last}")

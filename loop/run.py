@@ -1,0 +1,96 @@
+"""``python -m loop.run``: run or resume one in-silico design study.
+
+Exit codes: 0 finished; 2 bad arguments or run folder; 3 the oracle kept
+failing (the message says how to resume); 130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from loop.config import RunConfig
+from loop.distributed import OracleFailed
+from loop.progress import RunProgress
+from loop.study import Study
+
+DEFAULTS = RunConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser (defaults shown in ``--help``)."""
+    p = argparse.ArgumentParser(
+        prog="python -m loop.run", description="Closed-loop active learning on a CSL model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--budget", type=float, default=None, help=f"total budget in cost units ({DEFAULTS.budget:g})")
+    p.add_argument("--strategy", default=None, help=f"acquisition strategy ({DEFAULTS.strategy})")
+    p.add_argument("--seed", type=int, default=None, help=f"root seed ({DEFAULTS.seed})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"queries per round ({DEFAULTS.batch_size})")
+    p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({DEFAULTS.world})")
+    p.add_argument("--oracle", default=None, help=f"sim or lab ({DEFAULTS.oracle})")
+    p.add_argument("--data", default=None, help="lab data file for --oracle lab (.h5ad, .csv, .parquet)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<strategy>-seed<N>-<time>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
+    p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
+    p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with any of these settings")
+    p.add_argument("--quiet", action="store_true", help="print only the run path and the final summary")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
+    """Merge defaults, ``--config`` file and flags (flags win)."""
+    settings = RunConfig.from_file(args.config) if args.config else {}
+    flags = {k: getattr(args, k) for k in ("budget", "strategy", "seed", "batch_size", "world", "oracle", "data",
+                                           "workers", "address")}
+    explicit = {k: v for k, v in flags.items() if v is not None}
+    settings.update(explicit)
+    return RunConfig.from_dict(settings), {**RunConfig.from_file(args.config), **explicit} if args.config else explicit
+
+
+def summary_line(root: Path, metrics: object, wall_s: float) -> str:
+    """The final one-line summary."""
+    if len(metrics) == 0:
+        return f"run {root}: no rounds finished"
+    last = metrics.iloc[-1]
+    return (f"run {root}: {len(metrics)} rounds, spent {last['spent']:.1f} units, "
+            f"{int(last['n_queries'])} queries, identifiability {last['identifiability']:.3f}, "
+            f"wall {wall_s:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        config, explicit = config_from_args(args)
+        if args.resume:
+            study = Study.open(args.resume, expect=explicit)
+        else:
+            config.validate()
+            out = Path(args.out) if args.out else Path("runs") / (
+                f"{config.strategy}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+            study = Study.create(out, config)
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"run folder: {study.root}", flush=True)
+    try:
+        with RunProgress(study.config.budget, quiet=args.quiet) as progress:
+            metrics = study.run(on_round=progress.round, on_stage=progress.stage)
+    except OracleFailed as exc:
+        print(f"error: {exc}. Everything measured so far is kept; resume with: "
+              f"python -m loop.run --resume {study.root}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"interrupted; resume with: python -m loop.run --resume {study.root}", file=sys.stderr)
+        return 130
+    print(summary_line(study.root, metrics, time.perf_counter() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""One design study: the closed loop over rounds, on disk, resumable.
+
+A round is ``propose → measure → fit → score``; round 0 proposes the
+initial design (controls in every context plus a space-filling set). Each
+step writes its artefact atomically, then the round's status
+(:class:`~loop.rounds.RoundStatus`), so :meth:`Study.run` on an existing run
+folder picks up after the last completed step and ends with the same ledger
+and metrics as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from models.identifiability import score
+
+from acquisition.registry import STRATEGIES
+from experiment_design import DesignSpace, Perturbation, Query
+from loop import faults
+from loop.config import IDENTITY_KEYS, RunConfig, versions
+from loop.distributed import OracleClient, init_ray, ray_map
+from loop.ledger import Ledger
+from loop.rounds import RoundStatus, RoundStore
+from loop.storage import atomic_write, clean_temporaries, read_json, write_json
+from models.registry import MODELS
+
+S = RoundStatus
+MAX_ROUNDS = 10_000
+
+
+class RunFolderError(ValueError):
+    """The run folder is missing, foreign, corrupt or belongs to another config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatorFactory:
+    """Builds the simulator oracle (picklable, for the Ray actor)."""
+
+    world: str
+    seed: int
+    overrides: tuple = ()
+
+    def __call__(self) -> object:
+        """Build the world."""
+        import simulators
+
+        return simulators.make_world(self.world, seed=self.seed, **dict(self.overrides))
+
+
+def with_costs(space: DesignSpace, costs: dict[str, float]) -> DesignSpace:
+    """The space with assay costs overridden by name."""
+    unknown = set(costs) - set(space.assay_index)
+    if unknown:
+        raise ValueError(f"costs name unknown assays {sorted(unknown)}; known: {list(space.assay_index)}")
+    assays = tuple(dataclasses.replace(a, cost=float(costs.get(a.name, a.cost))) for a in space.assays)
+    return dataclasses.replace(space, assays=assays)
+
+
+def round_rng(seed: int, round_index: int) -> np.random.Generator:
+    """The strategy's generator for one round (independent of resumes)."""
+    return np.random.default_rng([seed, round_index, 0xC51AB])
+
+
+class Study:
+    """A run folder plus the objects that act on it.
+
+    Use :meth:`create` for a new run and :meth:`open` to resume one.
+
+    Args:
+        root: Run folder.
+        config: The run's configuration.
+        oracle_factory: Picklable zero-argument callable building the oracle
+            (default: the simulator of ``config``).
+        local_oracle: Call the oracle in this process instead of a Ray actor.
+    """
+
+    def __init__(self, root: Path, config: RunConfig, oracle_factory: Callable | None = None,
+                 local_oracle: bool = False) -> None:
+        self.root, self.config = Path(root), config
+        self.store, self.ledger = RoundStore(root), Ledger(root)
+        self._oracle_factory = oracle_factory
+        self._local_oracle = local_oracle
+        self._oracle: OracleClient | None = None
+        world = None
+        if config.oracle == "sim":
+            world = SimulatorFactory(config.world, config.seed, tuple(sorted(config.world_overrides.items())))()
+            self._oracle_factory = oracle_factory or SimulatorFactory(
+                config.world, config.seed, tuple(sorted(config.world_overrides.items())))
+            self.truth = world.truth
+            base_space = world.space
+        else:
+            from simulators.lab import LabAdapter  # issue 9: the lab data adapter
+
+            self._oracle_factory = oracle_factory or (lambda: LabAdapter.from_file(config.data))
+            base_space = LabAdapter.from_file(config.data).space
+            self.truth = None
+        self.space = with_costs(base_space, config.costs)
+        self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed)
+        self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s)
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, root: str | Path, config: RunConfig, **kwargs: object) -> Study:
+        """Start a new run folder.
+
+        Raises:
+            RunFolderError: If ``root`` exists and is not empty.
+        """
+        root = Path(root)
+        if root.exists() and any(root.iterdir()):
+            hint = " (it is a cslab run: use --resume)" if (root / "config.json").exists() else ""
+            raise RunFolderError(f"{root} exists and is not empty{hint}; refusing to overwrite")
+        config.validate()
+        study = cls(root, config, **kwargs)
+        write_json(root / "config.json", {
+            "config": config.to_dict(), "space": study.space.to_dict(), "versions": versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        return study
+
+    @classmethod
+    def open(cls, root: str | Path, expect: dict | None = None, **kwargs: object) -> Study:
+        """Reopen a run folder for resuming.
+
+        Args:
+            root: Run folder.
+            expect: Config values the caller asked for; any that differ from
+                the stored ones (seed, world, strategy, ...) are an error.
+            **kwargs: Passed to the constructor (``oracle_factory``, ``local_oracle``).
+
+        Raises:
+            RunFolderError: Missing or corrupt config, or a mismatch.
+        """
+        root = Path(root)
+        cfg_path = root / "config.json"
+        if not cfg_path.is_file():
+            raise RunFolderError(f"{root}: no config.json; not a cslab run folder (or it was never started)")
+        try:
+            stored = RunConfig.from_dict(read_json(cfg_path)["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunFolderError(f"{cfg_path}: corrupt or foreign config ({exc})") from None
+        for key, value in (expect or {}).items():
+            if key in IDENTITY_KEYS and value is not None and getattr(stored, key) != value:
+                raise RunFolderError(
+                    f"{root}: run was made with {key}={getattr(stored, key)!r}, not {value!r}; "
+                    "resume without changing it, or start a new run")
+        clean_temporaries(root)
+        return cls(root, stored, **kwargs)
+
+    # ------------------------------------------------------------- running
+    @property
+    def oracle(self) -> OracleClient:
+        """The oracle client (the Ray actor starts on first use)."""
+        if self._oracle is None:
+            self._oracle = OracleClient(self._oracle_factory, local=self._local_oracle)
+        return self._oracle
+
+    def spent(self, upto: int) -> float:
+        """Cost of every measured round ``<= upto`` (derived from the proposals)."""
+        total = 0.0
+        for r in range(upto + 1):
+            rec = self.store.read_status(r)
+            if rec and rec["status"] >= S.MEASURED:
+                total += self.space.cost(self.store.read_proposal(r))
+        return total
+
+    def run(self, on_round: Callable[[dict], None] | None = None, on_stage: Callable[[int, str], None] | None = None,
+            ) -> object:
+        """Run (or resume) until the budget is spent.
+
+        Args:
+            on_round: Called with each round's metrics row when it is scored.
+            on_stage: Called with (round, stage name) as each stage starts.
+
+        Returns:
+            The metrics table (``pandas.DataFrame``).
+        """
+        started = init_ray(self.config.address, self.config.workers)
+        try:
+            r = self._resume_point()
+            while r < MAX_ROUNDS:
+                rec = self.store.read_status(r)
+                if rec is None and not self._propose(r, on_stage):
+                    break
+                rec = self.store.read_status(r)
+                if rec["status"] < S.MEASURED:
+                    self._measure(r, on_stage)
+                if self.store.read_status(r)["status"] < S.FITTED:
+                    self._fit(r, on_stage)
+                if self.store.read_status(r)["status"] < S.SCORED:
+                    row = self._score(r, on_stage)
+                    if on_round:
+                        on_round(row)
+                r += 1
+            return self.store.read_metrics()
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+
+    def _resume_point(self) -> int:
+        """First round to work on; restores the model from the last fit."""
+        last = self.store.last_round()
+        if last is None:
+            return 0
+        rec = self.store.read_status(last)
+        fitted = last if rec["status"] >= S.FITTED else last - 1
+        if fitted >= 0:
+            self._load_model(fitted)
+        return last
+
+    def _propose(self, r: int, on_stage: Callable | None) -> bool:
+        """Propose round r; False when nothing fits in the budget left."""
+        if on_stage:
+            on_stage(r, "acquire")
+        t0 = time.perf_counter()
+        left = self.config.budget - self.spent(r - 1)
+        rng = round_rng(self.config.seed, r)
+        if r == 0:
+            queries = self._initial_design(left, rng)
+        else:
+            if left < min(a.cost for a in self.space.assays) - 1e-9:
+                return False
+            ledger = self.ledger.load(upto=r - 1)
+            queries = self.strategy.propose(self.model, self.space, ledger, self.config.batch_size, left, rng)
+        for q in queries:
+            self.space.validate(q)
+        if not queries:
+            return False
+        cost = self.space.cost(queries)
+        if cost > left + 1e-9:
+            raise RuntimeError(f"strategy {self.config.strategy} proposed cost {cost:.2f} > budget left {left:.2f}")
+        self.store.write_proposal(r, queries, self.space)
+        self.store.write_status(r, S.PROPOSED, acquire_s=time.perf_counter() - t0)
+        faults.checkpoint(r, "proposed")
+        return True
+
+    def _initial_design(self, left: float, rng: np.random.Generator) -> list[Query]:
+        """Controls in every context, then a space-filling (Sobol) set."""
+        assay = "scrna" if "scrna" in self.space.assay_index else self.space.assays[0].name
+        controls = [Query(Perturbation.control(), t, c, assay)
+                    for c in self.space.contexts for t in self.config.initial_controls_h]
+        filler = STRATEGIES.get("sobol")(time_limit_s=self.config.time_limit_s).propose(
+            None, self.space, None, self.config.initial_size, left - self.space.cost(controls), rng)
+        return STRATEGIES.get("sobol").fit_budget(controls + filler, self.space, left)
+
+    def _measure(self, r: int, on_stage: Callable | None) -> None:
+        if on_stage:
+            on_stage(r, "measure")
+        t0 = time.perf_counter()
+        batch = self.oracle.measure(self.store.read_proposal(r))
+        self.ledger.append(r, batch)
+        self.store.write_status(r, S.MEASURED, measure_s=time.perf_counter() - t0)
+        faults.checkpoint(r, "measured")
+
+    def _fit(self, r: int, on_stage: Callable | None) -> None:
+        if on_stage:
+            on_stage(r, "fit")
+        t0 = time.perf_counter()
+        self.model.fit(self.ledger.load(upto=r), map_fn=ray_map)
+        state = self.model.state_dict()
+        atomic_write(self.store.model_path(r), lambda fh: torch.save(state, fh))
+        self.store.write_status(r, S.FITTED, fit_s=time.perf_counter() - t0)
+        faults.checkpoint(r, "fitted")
+
+    def _load_model(self, r: int) -> None:
+        path = self.store.model_path(r)
+        try:
+            state = torch.load(io.BytesIO(path.read_bytes()), weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported by path
+            raise RunFolderError(f"{path}: unreadable model checkpoint ({exc})") from None
+        self.model.load_state_dict(state)
+
+    def _score(self, r: int, on_stage: Callable | None) -> dict:
+        if on_stage:
+            on_stage(r, "score")
+        t0 = time.perf_counter()
+        data = self.ledger.load(upto=r)
+        report = score(self.model, data, self.truth)
+        score_s = time.perf_counter() - t0
+        rec = self.store.read_status(r)
+        queries = self.store.read_proposal(r)
+        timings = {k: float(rec.get(k, np.nan)) for k in ("acquire_s", "measure_s", "fit_s")}
+        row = {
+            "round": r, "spent": self.spent(r), "n_queries": len(data.query_ids), "round_queries": len(queries),
+            "round_cost": self.space.cost(queries), "identifiability": float(report.index),
+            **{f"ident_{k}": float(v) for k, v in report.parts.items()},
+            "risk": np.nan, "risk_modality": np.nan, "risk_scale": np.nan, "risk_context": np.nan,
+            "risk_intervention": np.nan, "calibration_90": np.nan,
+            **timings, "score_s": score_s, "wall_s": sum(timings.values()) + score_s,
+        }
+        self.store.write_metric_row(row)
+        self.store.write_status(r, S.SCORED, score_s=score_s)
+        faults.checkpoint(r, "scored")
+        return row
