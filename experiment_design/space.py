@@ -46,8 +46,10 @@ class DesignSpace:
     dose_ranges: dict = field(default_factory=lambda: dict(DEFAULT_DOSE_RANGES))
     time_range_h: tuple[float, float] = (0.0, 48.0)
     max_order: int = 3
+    pool: tuple[Query, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "pool", tuple(q.with_replicates(1) for q in self.pool))
         object.__setattr__(self, "targets", tuple(self.targets))
         object.__setattr__(self, "contexts", tuple(self.contexts))
         object.__setattr__(self, "assays", tuple(self.assays))
@@ -87,6 +89,11 @@ class DesignSpace:
     def context_index(self) -> dict[Context, int]:
         """Context → position in :attr:`contexts`."""
         return {c: i for i, c in enumerate(self.contexts)}
+
+    @cached_property
+    def pool_ids(self) -> frozenset[str]:
+        """Query ids of the candidate pool (empty when the space is continuous)."""
+        return frozenset(q.query_id for q in self.pool)
 
     def target(self, name: str) -> Target:
         """The target called ``name``."""
@@ -136,6 +143,8 @@ class DesignSpace:
             )
         if query.replicates < 1:
             raise ValueError(f"{where}: replicates must be >= 1, got {query.replicates}")
+        if self.pool and query.query_id not in self.pool_ids:
+            raise ValueError(f"{where}: condition is not in the candidate pool (the measured data)")
         return query
 
     def cost(self, queries: Iterable[Query]) -> float:
@@ -185,9 +194,15 @@ class DesignSpace:
             contexts: Contexts to draw from (default all, uniformly).
 
         Returns:
-            ``n`` queries with one replicate each.
-
+            ``n`` queries with one replicate each. With a :attr:`pool`, up to
+            ``n`` distinct pool members (filtered by ``assays`` / ``contexts``;
+            ``orders`` is ignored).
         """
+        if self.pool:
+            members = [q for q in self.pool if (assays is None or q.assay in assays)
+                       and (contexts is None or q.context in contexts)]
+            idx = rng.permutation(len(members))[:n]
+            return [members[i] for i in idx]
         if orders is None:
             orders = [0.05, 0.6, 0.3, 0.1][: self.max_order + 1]
         probs = np.asarray(orders, dtype=float)
@@ -229,9 +244,13 @@ class DesignSpace:
         use :meth:`sample` for large pair and triplet spaces.
 
         Returns:
-            Queries with one replicate each, in a deterministic order.
-
+            Queries with one replicate each, in a deterministic order. With a
+            :attr:`pool`, the pool members of the requested orders, assays
+            and contexts (dose grid and times are then ignored).
         """
+        if self.pool:
+            return [q for q in self.pool if q.perturbation.order in orders
+                    and (assays is None or q.assay in assays) and (contexts is None or q.context in contexts)]
         assays = list(assays) if assays is not None else [a.name for a in self.assays]
         contexts = list(contexts) if contexts is not None else list(self.contexts)
         perts: list[Perturbation] = []
@@ -273,6 +292,7 @@ class DesignSpace:
             "dose_ranges": {k.value: list(v) for k, v in self.dose_ranges.items()},
             "time_range_h": list(self.time_range_h),
             "max_order": self.max_order,
+            "pool": [q.to_dict() for q in self.pool],
         }
 
     @classmethod
@@ -285,4 +305,5 @@ class DesignSpace:
             dose_ranges={TargetKind(k): tuple(v) for k, v in d["dose_ranges"].items()},
             time_range_h=tuple(d["time_range_h"]),
             max_order=int(d["max_order"]),
+            pool=tuple(Query.from_dict(q) for q in d.get("pool", ())),
         )

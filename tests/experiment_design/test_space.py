@@ -135,3 +135,19 @@ def test_space_rejects_bad_catalogues():
         DesignSpace(targets=(Target("A", "compound"),), contexts=(CTX,), max_order=4)
     with pytest.raises(ValueError, match="reserved"):
         Target("A+B", "compound")
+
+
+def test_pool_space_only_accepts_and_samples_pool_members(space):
+    import dataclasses
+
+    pool = space.sample(30, np.random.default_rng(2))
+    pooled = dataclasses.replace(space, pool=tuple(pool))
+    ids = {q.query_id for q in pool}
+    drawn = pooled.sample(10, np.random.default_rng(0))
+    assert len({q.query_id for q in drawn}) == 10 and {q.query_id for q in drawn} <= ids
+    assert {q.query_id for q in pooled.grid(orders=(0, 1, 2, 3))} == ids
+    pooled.validate(pool[0].with_replicates(3))
+    outside = space.sample(1, np.random.default_rng(99))[0]
+    with pytest.raises(ValueError, match="not in the candidate pool"):
+        pooled.validate(outside)
+    assert DesignSpace.from_dict(json.loads(json.dumps(pooled.to_dict()))).pool_ids == pooled.pool_ids
