@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 WORLDS = ("small", "default", "large")
-ORACLES = ("sim", "lab")
+ORACLES = ("sim", "lab", "plates")
 #: Keys of config.json that must match when a run is resumed.
 IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data")
 
@@ -26,7 +26,11 @@ class RunConfig:
         seed: Root seed of the world, the model and the strategy.
         batch_size: Queries proposed per round (q).
         world: Simulator preset: small, default or large.
-        oracle: ``sim`` (simulator) or ``lab`` (measured data, needs ``data``).
+        oracle: ``sim`` (simulator), ``lab`` (measured data in pool mode, needs
+            ``data``) or ``plates`` (prospective: each round stops after
+            proposing; ``loop.propose`` lays it on plates and ``loop.ingest``
+            feeds the readout back; the space comes from ``data`` if given,
+            else from the ``world`` preset).
         data: Lab data file (``.h5ad``, ``.csv`` or ``.parquet``).
         n_members: Ensemble members.
         initial_size: Space-filling queries of the initial design (controls in

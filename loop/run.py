@@ -14,7 +14,7 @@ from pathlib import Path
 from loop.config import RunConfig
 from loop.distributed import OracleFailed
 from loop.progress import RunProgress
-from loop.study import Study
+from loop.study import AwaitingReadout, Study
 
 DEFAULTS = RunConfig()
 
@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with RunProgress(study.config.budget, quiet=args.quiet) as progress:
             metrics = study.run(on_round=progress.round, on_stage=progress.stage)
+    except AwaitingReadout as exc:
+        r = exc.args[0]
+        print(f"round {r} is proposed and waits for the lab: python -m loop.propose --run {study.root} --plate 96, "
+              f"run the plates, python -m loop.ingest --run {study.root} READOUT.csv, then "
+              f"python -m loop.run --resume {study.root}")
+        return 0
     except OracleFailed as exc:
         print(f"error: {exc}. Everything measured so far is kept; resume with: "
               f"python -m loop.run --resume {study.root}", file=sys.stderr)

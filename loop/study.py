@@ -18,17 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models.identifiability import score
 
 from acquisition.registry import STRATEGIES
-from experiment_design import DesignSpace, Perturbation, Query
+from experiment_design import DesignSpace, Perturbation, Query, keys
 from loop import faults
 from loop.config import IDENTITY_KEYS, RunConfig, versions
 from loop.distributed import OracleClient, init_ray, ray_map
 from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore
 from loop.storage import atomic_write, clean_temporaries, read_json, write_json
+from models.identifiability import score
 from models.registry import MODELS
+from simulators.lab import LabAdapter
 
 S = RoundStatus
 MAX_ROUNDS = 10_000
@@ -51,6 +52,22 @@ class SimulatorFactory:
         import simulators
 
         return simulators.make_world(self.world, seed=self.seed, **dict(self.overrides))
+
+
+@dataclasses.dataclass(frozen=True)
+class LabFactory:
+    """Builds the lab data adapter (picklable); ``exclude`` = specimens already used."""
+
+    path: str
+    exclude: tuple[str, ...] = ()
+
+    def __call__(self) -> object:
+        """Read the data."""
+        return LabAdapter.from_file(self.path, exclude=self.exclude)
+
+
+class AwaitingReadout(Exception):  # noqa: N818 - a state, not an error
+    """A prospective round is proposed and waits for its plate readout."""
 
 
 def with_costs(space: DesignSpace, costs: dict[str, float]) -> DesignSpace:
@@ -87,19 +104,18 @@ class Study:
         self._oracle_factory = oracle_factory
         self._local_oracle = local_oracle
         self._oracle: OracleClient | None = None
-        world = None
-        if config.oracle == "sim":
-            world = SimulatorFactory(config.world, config.seed, tuple(sorted(config.world_overrides.items())))()
-            self._oracle_factory = oracle_factory or SimulatorFactory(
-                config.world, config.seed, tuple(sorted(config.world_overrides.items())))
+        self.truth = None
+        if config.oracle == "lab":
+            self._oracle_factory = oracle_factory or LabFactory(config.data)
+            base_space = LabAdapter.from_file(config.data).space
+        elif config.oracle == "plates" and config.data:
+            base_space = dataclasses.replace(LabAdapter.from_file(config.data).space, pool=())
+        else:
+            sim = SimulatorFactory(config.world, config.seed, tuple(sorted(config.world_overrides.items())))
+            world = sim()
+            self._oracle_factory = oracle_factory or sim
             self.truth = world.truth
             base_space = world.space
-        else:
-            from simulators.lab import LabAdapter  # issue 9: the lab data adapter
-
-            self._oracle_factory = oracle_factory or (lambda: LabAdapter.from_file(config.data))
-            base_space = LabAdapter.from_file(config.data).space
-            self.truth = None
         self.space = with_costs(base_space, config.costs)
         self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed)
         self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s)
@@ -158,7 +174,13 @@ class Study:
     def oracle(self) -> OracleClient:
         """The oracle client (the Ray actor starts on first use)."""
         if self._oracle is None:
-            self._oracle = OracleClient(self._oracle_factory, local=self._local_oracle)
+            factory = self._oracle_factory
+            if isinstance(factory, LabFactory):
+                used = set()
+                for m in self.ledger.load().modalities.values():
+                    used.update(m.obs[keys.SPECIMEN])
+                factory = dataclasses.replace(factory, exclude=tuple(sorted(used)))
+            self._oracle = OracleClient(factory, local=self._local_oracle)
         return self._oracle
 
     def spent(self, upto: int) -> float:
@@ -254,6 +276,8 @@ class Study:
     def _measure(self, r: int, on_stage: Callable | None) -> None:
         if on_stage:
             on_stage(r, "measure")
+        if self.config.oracle == "plates":
+            raise AwaitingReadout(r)
         t0 = time.perf_counter()
         batch = self.oracle.measure(self.store.read_proposal(r))
         self.ledger.append(r, batch)

@@ -1,0 +1,274 @@
+"""``python -m loop.compare``: every strategy × seed as its own run, then one comparison report.
+
+Example::
+
+    python -m loop.compare --strategies random,eig --seeds 5 --budget 200 --world small --out studies/cmp
+
+writes ``DIR/runs/<strategy>-seed<k>/`` (ordinary run folders, one Ray task
+each, run in parallel), ``DIR/results.parquet`` (every metrics row with
+``strategy``, ``seed`` and ``finished``), ``DIR/summary.csv`` (the headline
+table, see :mod:`loop.stats`) and ``DIR/report.html`` (:mod:`loop.report`).
+Rerunning the same command resumes: finished runs are skipped, unfinished
+ones continue where they stopped (``Study.open``). Seed ``k`` is the same
+world for every strategy, so seeds are paired.
+
+Exit codes: 0 every run finished; 1 some run failed (the others and the
+report are still written); 2 bad arguments or a run folder made with other
+settings; 130 interrupted (rerun the command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loop.config import IDENTITY_KEYS, RunConfig
+from loop.report import find_runs, load_run, render, results_frame
+from loop.stats import REFERENCE, headline, headline_frame
+from loop.storage import read_json, write_bytes, write_table
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One strategy × seed run of a comparison.
+
+    Attributes:
+        root: Its run folder, ``DIR/runs/<strategy>-seed<k>``.
+        config: Its :class:`RunConfig` as a dict (picklable for Ray).
+    """
+
+    root: Path
+    config: dict
+
+    @property
+    def name(self) -> str:
+        """``<strategy>-seed<k>``."""
+        return self.root.name
+
+
+def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig) -> list[RunSpec]:
+    """The runs of a comparison, checking any existing run folder against them.
+
+    Args:
+        out: Study folder.
+        strategies: Strategy names.
+        seeds: Number of seeds (0 .. seeds-1).
+        base: Settings shared by every run (strategy and seed are overridden).
+
+    Raises:
+        ValueError: No strategies, fewer than one seed, a repeated strategy, or
+            an existing run folder made with different settings.
+    """
+    if not strategies:
+        raise ValueError("--strategies is empty; give a comma-separated list, e.g. random,eig")
+    if len(set(strategies)) != len(strategies):
+        raise ValueError(f"--strategies repeats a name: {','.join(strategies)}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    specs = []
+    for s in strategies:
+        for k in range(seeds):
+            cfg = RunConfig.from_dict({**base.to_dict(), "strategy": s, "seed": k}).to_dict()
+            root = Path(out) / "runs" / f"{s}-seed{k}"
+            if (root / "config.json").is_file():
+                stored = read_json(root / "config.json").get("config", {})
+                bad = [key for key in IDENTITY_KEYS if stored.get(key) != cfg[key]]
+                if bad:
+                    raise ValueError(f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "
+                                     f"{', '.join(f'{b}={cfg[b]!r}' for b in bad)}; use another --out or the same "
+                                     "settings")
+            specs.append(RunSpec(root, cfg))
+    return specs
+
+
+def is_finished(root: Path) -> bool:
+    """True when the run folder's last scored round left less than the cheapest assay of the budget."""
+    if not (root / "config.json").is_file() or not (root / "metrics.parquet").is_file():
+        return False
+    return load_run(root).finished
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Run or resume one study in this process (the body of a Ray task).
+
+    The oracle runs in the task's own process (``local_oracle=True``), so a
+    task does not start nested actors; ensemble fits still fan out as Ray tasks.
+
+    Returns:
+        ``{"run", "rounds", "identifiability"}`` of the finished run.
+    """
+    import torch
+
+    from loop.study import Study  # imported here: it needs the model and strategy packages
+
+    torch.set_num_threads(1)
+    if (spec.root / "config.json").is_file():
+        study = Study.open(spec.root, expect=spec.config, local_oracle=True)
+    else:
+        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True)
+    metrics = study.run()
+    last = metrics.iloc[-1] if len(metrics) else None
+    return {"run": spec.name, "rounds": len(metrics),
+            "identifiability": float(last["identifiability"]) if last is not None else float("nan")}
+
+
+def _guarded(runner: Callable[[RunSpec], dict], spec: RunSpec) -> dict:
+    """``runner(spec)``, turning an exception into a ``failed`` outcome (one bad run must not stop the rest)."""
+    t0 = time.perf_counter()
+    try:
+        out = {"status": "finished", **runner(spec)}
+    except Exception as exc:  # noqa: BLE001 - reported per run, with its traceback, by the caller
+        out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    return {"run": spec.name, **out, "wall_s": time.perf_counter() - t0}
+
+
+def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, use_ray: bool = True,
+            workers: int | None = None, address: str | None = None,
+            on_done: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run the unfinished specs (Ray tasks, one CPU each, in parallel), skipping finished ones.
+
+    Args:
+        specs: Runs to do.
+        runner: Picklable callable doing one run (default :func:`run_one`).
+        use_ray: False runs them one after another in this process.
+        workers: CPUs of a local Ray instance (default all).
+        address: Ray cluster to join instead.
+        on_done: Called with each outcome as it arrives.
+
+    Returns:
+        One outcome per spec: ``run``, ``status`` (``skipped``, ``finished``
+        or ``failed``), ``error`` when failed, ``wall_s``.
+    """
+    outcomes, todo = [], []
+    for spec in specs:
+        if is_finished(spec.root):
+            outcomes.append({"run": spec.name, "status": "skipped", "wall_s": 0.0})
+            if on_done:
+                on_done(outcomes[-1])
+        else:
+            todo.append(spec)
+    if not todo:
+        return outcomes
+    if not use_ray:
+        for spec in todo:
+            outcomes.append(_guarded(runner, spec))
+            if on_done:
+                on_done(outcomes[-1])
+        return outcomes
+    import ray
+
+    from loop.distributed import init_ray
+
+    started = init_ray(address, workers)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(_guarded)
+        pending = [task.remote(runner, spec) for spec in todo]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            outcomes.append(ray.get(done[0]))
+            if on_done:
+                on_done(outcomes[-1])
+    finally:
+        if started:
+            ray.shutdown()
+    return outcomes
+
+
+def summarise(out: str | Path, seed: int = 0) -> pd.DataFrame:
+    """Write ``results.parquet`` and ``summary.csv`` of a study folder; returns the summary.
+
+    The summary is the headline table when ``random`` is among the strategies,
+    otherwise each strategy's final identifiability (mean, sd over seeds).
+    """
+    out = Path(out)
+    runs = [load_run(p) for p in find_runs(out)]
+    results = results_frame(runs)
+    write_table(out / "results.parquet", results)
+    if REFERENCE in set(results["strategy"]):
+        summary = headline_frame(headline(results, np.random.default_rng(seed)))
+    else:
+        last = results.sort_values("round").groupby(["strategy", "seed"]).last().reset_index()
+        summary = last.groupby("strategy")["identifiability"].agg(["count", "mean", "std"]).reset_index()
+        summary.columns = ["strategy", "n_seeds", "final_identifiability", "final_identifiability_sd"]
+    write_bytes(out / "summary.csv", summary.to_csv(index=False).encode())
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    d = RunConfig()
+    p = argparse.ArgumentParser(prog="python -m loop.compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Compare acquisition strategies over seeds; resumable.")
+    p.add_argument("--strategies", required=True, help="comma-separated strategy names, e.g. random,eig")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per strategy (0 .. N-1)")
+    p.add_argument("--budget", type=float, default=d.budget, help="budget per run, cost units")
+    p.add_argument("--world", default=d.world, help="simulator preset small|default|large")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="queries per round")
+    p.add_argument("--out", required=True, help="study folder")
+    p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
+    p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
+    p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with further run settings")
+    p.add_argument("--no-recovery", action="store_true", help="skip the model-vs-truth section of the report")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = RunConfig.from_file(args.config) if args.config else {}
+        settings.update(budget=args.budget, world=args.world, batch_size=args.batch_size)
+        base = RunConfig.from_dict(settings)
+        specs = plan(args.out, [s.strip() for s in args.strategies.split(",") if s.strip()], args.seeds, base)
+        for spec in specs:
+            RunConfig.from_dict(spec.config).validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0, n = time.perf_counter(), len(specs)
+    seen = []
+
+    def progress(o: dict) -> None:
+        seen.append(o)
+        if args.quiet:
+            return
+        extra = {"finished": f"{o.get('rounds', '?')} rounds, identifiability {o.get('identifiability', np.nan):.3f}",
+                 "skipped": "already finished", "failed": o.get("error", "")}[o["status"]]
+        print(f"[{len(seen)}/{n}] {o['run']} {o['status']}: {extra} ({o['wall_s']:.0f} s)", flush=True)
+
+    try:
+        outcomes = execute(specs, workers=args.workers, address=args.address, on_done=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command to resume ({args.out})", file=sys.stderr)
+        return 130
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    for o in failed:
+        print(f"run {o['run']} failed:\n{o.get('traceback', o['error'])}", file=sys.stderr)
+    try:
+        summary = summarise(args.out)
+        path = render(args.out, recovery=None if args.no_recovery else _default_recovery())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.to_string(index=False))
+    print(f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; report: {path}")
+    return 1 if failed else 0
+
+
+def _default_recovery() -> Callable:
+    from loop.recovery import checkpoint_recovery
+
+    return checkpoint_recovery
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The lab data adapter: an oracle over measured data (pool mode).
+
+The conditions present in the data form the candidate pool: the
+:class:`DesignSpace` is built from the data (targets and their kinds from the
+dose units, dose and time ranges, contexts, assays, maximum combination
+order) with ``space.pool`` set, so strategies propose only measured
+conditions. ``measure()`` hands out the stored specimens of a condition,
+replicates without replacement, in a fixed order; asking for an absent
+condition, or for more replicates than remain, is a ``ValueError``.
+
+There is no ground truth: identifiability is scored without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from experiment_design import DEFAULT_ASSAYS, Assay, Context, DesignSpace, MeasurementBatch, Query, Scale, Target, keys
+from experiment_design.perturbation import Perturbation
+from simulators.base import Layout, Oracle
+from simulators.lab_formats import read_measurements
+from simulators.registry import register
+
+_KNOWN_ASSAYS = {a.name: a for a in DEFAULT_ASSAYS}
+
+
+def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
+    """The design space spanned by the conditions of a measured batch (pool set)."""
+    conditions: dict[str, Query] = {}
+    kinds: dict[str, str] = {}
+    assay_mods: dict[str, set[str]] = {}
+    assay_units: dict[str, dict[str, int]] = {}
+    for mod, m in batch.modalities.items():
+        o = m.obs
+        first = o.drop_duplicates(keys.QUERY_ID)
+        for row in first.itertuples(index=False):
+            r = row._asdict()
+            p = Perturbation.parse(r[keys.PERTURBATION], r[keys.DOSE_VALUE])
+            for t, u in zip(p.targets, str(r[keys.DOSE_UNIT]).split("+"), strict=False):
+                kinds.setdefault(t, "knockdown" if u == "fraction" else "compound")
+            q = Query(p, float(r[keys.TIME]), Context(r[keys.CELL_LINE], r[keys.SITE]), r[keys.ASSAY])
+            conditions[q.query_id] = q
+        for assay, sub in o.groupby(keys.ASSAY):
+            assay_mods.setdefault(assay, set()).add(mod)
+            assay_units.setdefault(assay, {})[mod] = int(sub.groupby(keys.SPECIMEN).size().median())
+    targets = tuple(Target(n, k) for n, k in sorted(kinds.items()))
+    assays = []
+    for name, mods in sorted(assay_mods.items()):
+        known = _KNOWN_ASSAYS.get(name)
+        if known is not None and set(known.modalities) == mods:
+            assays.append(known)
+        else:
+            order = sorted(mods)
+            scale = Scale.TISSUE if "spatial" in mods else Scale.MOLECULAR if mods == {"molecular"} else Scale.CELLULAR
+            assays.append(Assay(name, tuple(order), scale, 1.0, tuple(assay_units[name][m] for m in order)))
+    qs = list(conditions.values())
+    doses: dict[str, list[float]] = {"compound": [], "knockdown": []}
+    for q in qs:
+        for t, d in zip(q.perturbation.targets, q.perturbation.doses, strict=True):
+            doses[kinds[t]].append(d)
+    ranges = {}
+    for kind, ds in doses.items():
+        ds = [d for d in ds if d > 0]
+        if kind == "compound":
+            ranges[kind] = (min(ds, default=1e-3), max(ds, default=1e2)) if ds else (1e-3, 1e2)
+            if ranges[kind][0] == ranges[kind][1]:
+                ranges[kind] = (ranges[kind][0] / 10, ranges[kind][1] * 10)
+        else:
+            ranges[kind] = (min(min(ds, default=0.05), 0.05), 1.0)
+    ranges["activation"] = ranges["knockdown"]
+    times = [q.time_h for q in qs]
+    t_lo, t_hi = min(times), max(times)
+    contexts = tuple(sorted({q.context for q in qs}, key=lambda c: (c.cell_line, c.site)))
+    return DesignSpace(
+        targets=targets, contexts=contexts, assays=tuple(assays), dose_ranges=ranges,
+        time_range_h=(t_lo, t_hi if t_hi > t_lo else t_lo + 1.0),
+        max_order=max(1, max(q.perturbation.order for q in qs)), pool=tuple(qs),
+    )
+
+
+@register("lab")
+class LabAdapter(Oracle):
+    """Pool-mode oracle over a measured data set.
+
+    Args:
+        batch: Every stored observation.
+        space: Design space (default: built from the data, pool set).
+        exclude: Specimens already handed out (e.g. from the ledger on resume).
+    """
+
+    def __init__(self, batch: MeasurementBatch, space: DesignSpace | None = None,
+                 exclude: Iterable[str] = ()) -> None:
+        self.batch = batch
+        self.space = space or space_from_batch(batch)
+        specimens: dict[str, list[str]] = {}
+        for m in batch.modalities.values():
+            for qid, spec in zip(m.obs[keys.QUERY_ID], m.obs[keys.SPECIMEN], strict=True):
+                specimens.setdefault(qid, [])
+                if spec not in specimens[qid]:
+                    specimens[qid].append(spec)
+        self._specimens = {q: sorted(s) for q, s in specimens.items()}
+        self._used = set(exclude)
+
+    @classmethod
+    def from_file(cls, path: str | Path, mapping: dict[str, str] | None = None,
+                  exclude: Iterable[str] = ()) -> LabAdapter:
+        """Read a data file (see :mod:`simulators.lab_formats`) and build the adapter."""
+        return cls(read_measurements(path, mapping), exclude=exclude)
+
+    def available(self, query_id: str) -> int:
+        """Specimens of a condition not yet handed out."""
+        return sum(s not in self._used for s in self._specimens.get(query_id, ()))
+
+    def measure(self, queries: Sequence[Query], layout: Layout | None = None) -> MeasurementBatch:
+        """Hand out stored specimens, replicates without replacement.
+
+        Raises:
+            ValueError: For a condition absent from the data, or when fewer
+                specimens remain than the replicates asked for.
+        """
+        queries = list(queries)
+        self.validate(queries)
+        chosen: list[str] = []
+        for q in queries:
+            free = [s for s in self._specimens.get(q.query_id, ()) if s not in self._used and s not in chosen]
+            if not self._specimens.get(q.query_id):
+                raise ValueError(f"query {q.query_id} ({q.perturbation.label}): condition not in the data")
+            if len(free) < q.replicates:
+                raise ValueError(f"query {q.query_id} ({q.perturbation.label}): {q.replicates} replicates asked, "
+                                 f"{len(free)} left in the data")
+            chosen += free[: q.replicates]
+        self._used.update(chosen)
+        out = {}
+        keep = set(chosen)
+        for name, m in self.batch.modalities.items():
+            mask = m.obs[keys.SPECIMEN].isin(keep).to_numpy()
+            if mask.any():
+                out[name] = dataclasses.replace(m, obs=m.obs[mask].reset_index(drop=True), X=m.X[mask])
+        return MeasurementBatch(out)
