@@ -163,12 +163,13 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
     order = {(q.query_id, r): k for k, (q, r) in enumerate(_layout_specimens(layout))}
     out = {}
     for mod, rows in groups.items():
-        cols = [c for c in feats if df[c].notna().any()] if mod not in features_of else list(features_of[mod])
+        rows.sort(key=lambda t: (order.get((t[0].query_id, t[1]), 1 << 30), t[5]))
+        idx = [t[5] for t in rows]
+        # A modality's features are the columns it fills (a CSV holding several modalities leaves the others blank).
+        cols = list(features_of.get(mod, [c for c in feats if df[c].iloc[idx].notna().any()]))
         absent = [c for c in cols if c not in df.columns]
         if absent:
             raise ReadoutError(f"{path}: modality {mod} lacks feature column(s) {absent[:5]} the ledger has")
-        rows.sort(key=lambda t: (order.get((t[0].query_id, t[1]), 1 << 30), t[5]))
-        idx = [t[5] for t in rows]
         X = _numbers(df.iloc[idx][cols], path, idx, mod)
         obs = []
         counter: dict = {}
@@ -184,10 +185,8 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
 
 
 def _layout_specimens(layout: PlateLayout) -> list[tuple]:
-    t = layout.table[layout.table["role"] != EMPTY]
-    specs = [(row_query(r), int(r[keys.REPLICATE])) for _, r in t.iterrows()]
-    specs += [(q, k) for q in layout.unplated for k in range(q.replicates)]
-    return specs
+    """Every specimen of the round, in the order ``oracle.measure(layout.queries_to_measure())`` returns them."""
+    return [(q, k) for q in [*layout.queries_to_measure(), *layout.unplated] for k in range(q.replicates)]
 
 
 def _modalities(df: pd.DataFrame, path: Path, rows: list, space: object) -> list[str]:
@@ -227,8 +226,8 @@ def _numbers(block: pd.DataFrame, path: Path, idx: list[int], mod: str) -> np.nd
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {block.iloc[i, j]!r} is not a "
-                           "finite number")
+        raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {_shown(block.iloc[i, j])} is not "
+                           "a finite number")
     if mod in COUNT_MODALITIES and (X < 0).any():
         i, j = np.argwhere(X < 0)[0]
         raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: negative count {X[i, j]:g}; "
@@ -254,7 +253,7 @@ def _check_meta(row: dict, q: object, space: object, where: str) -> None:
         want = keys.COMBO_SEP.join(space.target(t).dose_unit for t in q.perturbation.targets)
         if _text(row[keys.DOSE_UNIT]) != want:
             raise ReadoutError(f"{where}, column dose_unit: {row[keys.DOSE_UNIT]!r}; the proposal uses {want!r}")
-    if keys.TIME in row:
+    if _text(row.get(keys.TIME)):
         try:
             t = float(row[keys.TIME])
         except (TypeError, ValueError):
@@ -264,6 +263,11 @@ def _check_meta(row: dict, q: object, space: object, where: str) -> None:
     for col, want in ((keys.CELL_LINE, q.context.cell_line), (keys.SITE, q.context.site), (keys.ASSAY, q.assay)):
         if col in row and _text(row[col]) and _text(row[col]) != want:
             raise ReadoutError(f"{where}, column {col}: {row[col]!r}; the proposal says {want!r}")
+
+
+def _shown(v: object) -> str:
+    """A bad cell value as a user would write it (``nan``, ``inf``, ``'abc'``)."""
+    return repr(v) if isinstance(v, str) else str(float(v)) if isinstance(v, int | float) else repr(v)
 
 
 def _text(v: object) -> str:
@@ -280,6 +284,19 @@ def _int(v: object, where: str, col: str) -> int:
     if not np.isfinite(x) or x != int(x) or x < 0:
         raise ReadoutError(f"{where}, column {col}: {v!r} is not a non-negative integer")
     return int(x)
+
+
+def readout_table(batch: MeasurementBatch) -> pd.DataFrame:
+    """A batch as a readout table in the format :func:`ingest` reads (one row per unit).
+
+    Useful to turn simulated measurements of a plate layout into the file a lab would return.
+    """
+    frames = []
+    for mod, m in batch.modalities.items():
+        meta = m.obs[[keys.PLATE, keys.WELL, keys.QUERY_ID, keys.REPLICATE, keys.UNIT]].copy()
+        meta[keys.MODALITY] = mod
+        frames.append(pd.concat([meta, pd.DataFrame(m.X, columns=list(m.var_names))], axis=1))
+    return pd.concat(frames, ignore_index=True)
 
 
 def main(argv: list[str] | None = None) -> int:

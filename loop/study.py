@@ -104,6 +104,7 @@ class Study:
         self._oracle_factory = oracle_factory
         self._local_oracle = local_oracle
         self._oracle: OracleClient | None = None
+        self._ray_started = False
         self.truth = None
         if config.oracle == "lab":
             self._oracle_factory = oracle_factory or LabFactory(config.data)
@@ -180,8 +181,14 @@ class Study:
                 for m in self.ledger.load().modalities.values():
                     used.update(m.obs[keys.SPECIMEN])
                 factory = dataclasses.replace(factory, exclude=tuple(sorted(used)))
+            if not self._local_oracle:
+                self._ensure_ray()
             self._oracle = OracleClient(factory, local=self._local_oracle)
         return self._oracle
+
+    def _ensure_ray(self) -> None:
+        """Start (or join) Ray on first use; a run that only proposes never starts it."""
+        self._ray_started = init_ray(self.config.address, self.config.workers) or self._ray_started
 
     def spent(self, upto: int) -> float:
         """Cost of every measured round ``<= upto`` (derived from the proposals)."""
@@ -203,7 +210,6 @@ class Study:
         Returns:
             The metrics table (``pandas.DataFrame``).
         """
-        started = init_ray(self.config.address, self.config.workers)
         try:
             r = self._resume_point()
             while r < MAX_ROUNDS:
@@ -222,10 +228,12 @@ class Study:
                 r += 1
             return self.store.read_metrics()
         finally:
-            if started:
+            if self._ray_started:
                 import ray
 
                 ray.shutdown()
+                self._ray_started = False
+                self._oracle = None
 
     def _resume_point(self) -> int:
         """First round to work on; restores the model from the last fit."""
@@ -288,6 +296,7 @@ class Study:
         if on_stage:
             on_stage(r, "fit")
         t0 = time.perf_counter()
+        self._ensure_ray()
         self.model.fit(self.ledger.load(upto=r), map_fn=ray_map)
         state = self.model.state_dict()
         atomic_write(self.store.model_path(r), lambda fh: torch.save(state, fh))
