@@ -36,6 +36,7 @@ class RunConfig:
         initial_size: Space-filling queries of the initial design (controls in
             every context come on top).
         initial_controls_h: Times (hours) of the initial controls per context.
+        initial_budget_fraction: Most of the budget the initial design may spend.
         time_limit_s: Per-round acquisition time limit, seconds.
         workers: CPUs for a local Ray instance (default: all).
         address: Ray cluster address to join instead of starting one.
@@ -53,6 +54,7 @@ class RunConfig:
     n_members: int = 5
     initial_size: int = 16
     initial_controls_h: tuple[float, ...] = (24.0,)
+    initial_budget_fraction: float = 0.25
     time_limit_s: float = 10.0
     workers: int | None = None
     address: str | None = None
@@ -79,6 +81,8 @@ class RunConfig:
             raise ValueError("--oracle lab needs --data FILE")
         if self.data and not Path(self.data).is_file():
             raise ValueError(f"--data {self.data}: no such file")
+        if not 0 < self.initial_budget_fraction <= 1:
+            raise ValueError(f"initial_budget_fraction must be in (0, 1], got {self.initial_budget_fraction}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         for name, cost in self.costs.items():

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from acquisition.registry import STRATEGIES
-from experiment_design import DesignSpace, Perturbation, Query, keys
+from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
 from loop import faults
 from loop.config import IDENTITY_KEYS, RunConfig, versions
 from loop.distributed import OracleClient, init_ray, ray_map
@@ -106,9 +106,11 @@ class Study:
         self._oracle: OracleClient | None = None
         self._ray_started = False
         self.truth = None
+        self._lab: LabAdapter | None = None
         if config.oracle == "lab":
             self._oracle_factory = oracle_factory or LabFactory(config.data)
-            base_space = LabAdapter.from_file(config.data).space
+            self._lab = LabAdapter.from_file(config.data)
+            base_space = self._lab.space
         elif config.oracle == "plates" and config.data:
             base_space = dataclasses.replace(LabAdapter.from_file(config.data).space, pool=())
         else:
@@ -254,12 +256,15 @@ class Study:
         left = self.config.budget - self.spent(r - 1)
         rng = round_rng(self.config.seed, r)
         if r == 0:
-            queries = self._initial_design(left, rng)
+            queries = self._initial_design(min(left, self.config.initial_budget_fraction * self.config.budget), rng)
         else:
             if left < min(a.cost for a in self.space.assays) - 1e-9:
                 return False
             ledger = self.ledger.load(upto=r - 1)
-            queries = self.strategy.propose(self.model, self.space, ledger, self.config.batch_size, left, rng)
+            space = self._open_space(ledger)
+            if self._lab is not None and not space.pool:
+                return False  # every stored specimen has been measured
+            queries = self.strategy.propose(self.model, space, ledger, self.config.batch_size, left, rng)
         for q in queries:
             self.space.validate(q)
         if not queries:
@@ -272,11 +277,27 @@ class Study:
         faults.checkpoint(r, "proposed")
         return True
 
+    def _open_space(self, ledger: MeasurementBatch) -> DesignSpace:
+        """The space to propose from: for lab data, the pool less conditions with no specimen left."""
+        if self._lab is None:
+            return self.space
+        used = {s for m in ledger.modalities.values() for s in m.obs[keys.SPECIMEN]}
+        left = [q for q in self.space.pool
+                if sum(s not in used for s in self._lab.specimens(q.query_id)) > 0]
+        return dataclasses.replace(self.space, pool=tuple(left))
+
     def _initial_design(self, left: float, rng: np.random.Generator) -> list[Query]:
         """Controls in every context, then a space-filling (Sobol) set."""
         assay = "scrna" if "scrna" in self.space.assay_index else self.space.assays[0].name
-        controls = [Query(Perturbation.control(), t, c, assay)
-                    for c in self.space.contexts for t in self.config.initial_controls_h]
+        if self.space.pool:  # measured data: one stored control per context, where there is one
+            by_context = {}
+            for q in self.space.pool:
+                if q.perturbation.is_control:
+                    by_context.setdefault(q.context, q)
+            controls = list(by_context.values())
+        else:
+            controls = [Query(Perturbation.control(), t, c, assay)
+                        for c in self.space.contexts for t in self.config.initial_controls_h]
         filler = STRATEGIES.get("sobol")(time_limit_s=self.config.time_limit_s).propose(
             None, self.space, None, self.config.initial_size, left - self.space.cost(controls), rng)
         return STRATEGIES.get("sobol").fit_budget(controls + filler, self.space, left)

@@ -109,6 +109,10 @@ class LabAdapter(Oracle):
         """Read a data file (see :mod:`simulators.lab_formats`) and build the adapter."""
         return cls(read_measurements(path, mapping), exclude=exclude)
 
+    def specimens(self, query_id: str) -> tuple[str, ...]:
+        """Every stored specimen of a condition, in hand-out order."""
+        return tuple(self._specimens.get(query_id, ()))
+
     def available(self, query_id: str) -> int:
         """Specimens of a condition not yet handed out."""
         return sum(s not in self._used for s in self._specimens.get(query_id, ()))
