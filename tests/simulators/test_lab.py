@@ -90,7 +90,7 @@ def test_combination_matrix_format(tmp_path):
     ("edit", "match"),
     [
         (lambda d: d.drop(columns=["hours"]), r"missing column\(s\) \['time'\]"),
-        (lambda d: d.assign(dose=["0", "x", "1", "1", "1+1", "1"]), r"row 3, column perturbation/dose_value: .*not numeric"),
+        (lambda d: d.assign(dose=["0", "x", "1", "1", "1+1", "1"]), r"row 3, column perturbation/dose_value: .*not numeric"),  # noqa: E501
         (lambda d: d.assign(drug=["control", "A", "A", "B", "A+", "B"]), r"row 6, .*empty target name"),
         (lambda d: d.assign(hours=[24.0, None, 24, 24, 24, 24]), r"row 3, column time"),
         (lambda d: d.assign(viability=[1.0, np.nan, 1, 1, 1, 1]), r"row 3, column viability"),
