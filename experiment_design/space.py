@@ -47,8 +47,10 @@ class DesignSpace:
     time_range_h: tuple[float, float] = (0.0, 48.0)
     max_order: int = 3
     pool: tuple[Query, ...] = ()
+    held_out_contexts: tuple[Context, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "held_out_contexts", tuple(self.held_out_contexts))
         object.__setattr__(self, "pool", tuple(q.with_replicates(1) for q in self.pool))
         object.__setattr__(self, "targets", tuple(self.targets))
         object.__setattr__(self, "contexts", tuple(self.contexts))
@@ -62,6 +64,8 @@ class DesignSpace:
             raise ValueError("DesignSpace: assay names must be unique")
         if len(set(self.contexts)) != len(self.contexts) or not self.contexts:
             raise ValueError("DesignSpace: contexts must be unique and non-empty")
+        if set(self.held_out_contexts) - set(self.contexts) or set(self.held_out_contexts) >= set(self.contexts):
+            raise ValueError("DesignSpace: held_out_contexts must be contexts of the space, leaving at least one")
         if not 1 <= self.max_order <= 3:
             raise ValueError(f"DesignSpace: max_order must be 1..3, got {self.max_order}")
         for t in self.targets:
@@ -94,6 +98,19 @@ class DesignSpace:
     def pool_ids(self) -> frozenset[str]:
         """Query ids of the candidate pool (empty when the space is continuous)."""
         return frozenset(q.query_id for q in self.pool)
+
+    @property
+    def open_contexts(self) -> list[Context]:
+        """Contexts that may be queried (all but :attr:`held_out_contexts`)."""
+        return [c for c in self.contexts if c not in self.held_out_contexts]
+
+    def admissible(self, query: Query) -> bool:
+        """Whether ``query`` may be proposed: valid, in the pool (if any), not in a held-out context."""
+        try:
+            self.validate(query)
+        except ValueError:
+            return False
+        return True
 
     def target(self, name: str) -> Target:
         """The target called ``name``."""
@@ -143,6 +160,9 @@ class DesignSpace:
             )
         if query.replicates < 1:
             raise ValueError(f"{where}: replicates must be >= 1, got {query.replicates}")
+        if query.context in self.held_out_contexts:
+            raise ValueError(f"{where}: context {query.context.cell_line}/{query.context.site} is held out for "
+                             "evaluation")
         if self.pool and query.query_id not in self.pool_ids:
             raise ValueError(f"{where}: condition is not in the candidate pool (the measured data)")
         return query
@@ -198,9 +218,9 @@ class DesignSpace:
             ``n`` distinct pool members (filtered by ``assays`` / ``contexts``;
             ``orders`` is ignored).
         """
+        contexts = list(contexts) if contexts is not None else self.open_contexts
         if self.pool:
-            members = [q for q in self.pool if (assays is None or q.assay in assays)
-                       and (contexts is None or q.context in contexts)]
+            members = [q for q in self.pool if (assays is None or q.assay in assays) and q.context in contexts]
             idx = rng.permutation(len(members))[:n]
             return [members[i] for i in idx]
         if orders is None:
@@ -208,7 +228,6 @@ class DesignSpace:
         probs = np.asarray(orders, dtype=float)
         probs = probs / probs.sum()
         assays = list(assays) if assays is not None else [a.name for a in self.assays]
-        contexts = list(contexts) if contexts is not None else list(self.contexts)
         lo_t, hi_t = self.time_range_h
         out = []
         for _ in range(n):
@@ -248,11 +267,11 @@ class DesignSpace:
             :attr:`pool`, the pool members of the requested orders, assays
             and contexts (dose grid and times are then ignored).
         """
+        contexts = list(contexts) if contexts is not None else self.open_contexts
         if self.pool:
             return [q for q in self.pool if q.perturbation.order in orders
-                    and (assays is None or q.assay in assays) and (contexts is None or q.context in contexts)]
+                    and (assays is None or q.assay in assays) and q.context in contexts]
         assays = list(assays) if assays is not None else [a.name for a in self.assays]
-        contexts = list(contexts) if contexts is not None else list(self.contexts)
         perts: list[Perturbation] = []
         for order in orders:
             if order > self.max_order:
@@ -293,6 +312,7 @@ class DesignSpace:
             "time_range_h": list(self.time_range_h),
             "max_order": self.max_order,
             "pool": [q.to_dict() for q in self.pool],
+            "held_out_contexts": [c.to_dict() for c in self.held_out_contexts],
         }
 
     @classmethod
@@ -306,4 +326,5 @@ class DesignSpace:
             time_range_h=tuple(d["time_range_h"]),
             max_order=int(d["max_order"]),
             pool=tuple(Query.from_dict(q) for q in d.get("pool", ())),
+            held_out_contexts=tuple(Context.from_dict(c) for c in d.get("held_out_contexts", ())),
         )

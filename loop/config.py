@@ -37,6 +37,8 @@ class RunConfig:
             every context come on top).
         initial_controls_h: Times (hours) of the initial controls per context.
         initial_budget_fraction: Most of the budget the initial design may spend.
+        heldout_per_axis: Queries per evaluation axis, measured once at the
+            start, free of the budget and never trained on (0: no evaluation).
         time_limit_s: Per-round acquisition time limit, seconds.
         workers: CPUs for a local Ray instance (default: all).
         address: Ray cluster address to join instead of starting one.
@@ -55,6 +57,7 @@ class RunConfig:
     initial_size: int = 16
     initial_controls_h: tuple[float, ...] = (24.0,)
     initial_budget_fraction: float = 0.25
+    heldout_per_axis: int = 8
     time_limit_s: float = 10.0
     workers: int | None = None
     address: str | None = None

@@ -24,6 +24,7 @@ from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query
 from loop import faults
 from loop.config import IDENTITY_KEYS, RunConfig, versions
 from loop.distributed import OracleClient, init_ray, ray_map
+from loop.heldout import HeldOut
 from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore
 from loop.storage import atomic_write, clean_temporaries, read_json, write_json
@@ -120,6 +121,11 @@ class Study:
             self.truth = world.truth
             base_space = world.space
         self.space = with_costs(base_space, config.costs)
+        # Prospective (plates) runs have no oracle to measure stress sets with.
+        self.heldout = (HeldOut(root, self.space, config.seed, config.heldout_per_axis)
+                        if config.heldout_per_axis > 0 and config.oracle != "plates" else None)
+        if self.heldout is not None and self.heldout.held_contexts:
+            self.space = dataclasses.replace(self.space, held_out_contexts=self.heldout.held_contexts)
         self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed)
         self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s)
 
@@ -213,6 +219,7 @@ class Study:
             The metrics table (``pandas.DataFrame``).
         """
         try:
+            self._measure_heldout()
             r = self._resume_point()
             while r < MAX_ROUNDS:
                 rec = self.store.read_status(r)
@@ -236,6 +243,18 @@ class Study:
                 ray.shutdown()
                 self._ray_started = False
                 self._oracle = None
+
+    def _measure_heldout(self) -> None:
+        """Measure the stress sets once (free of the budget); stored ones are kept."""
+        if self.heldout is None:
+            return
+        for axis in self.heldout.missing():
+            self.heldout.store(axis, self.oracle.measure(self.heldout.sets[axis]))
+
+    def _training_data(self, upto: int) -> MeasurementBatch:
+        """The ledger up to a round, less what the stress sets hold out."""
+        data = self.ledger.load(upto=upto)
+        return self.heldout.trainable(data) if self.heldout is not None else data
 
     def _resume_point(self) -> int:
         """First round to work on; restores the model from the last fit."""
@@ -265,6 +284,8 @@ class Study:
             if self._lab is not None and not space.pool:
                 return False  # every stored specimen has been measured
             queries = self.strategy.propose(self.model, space, ledger, self.config.batch_size, left, rng)
+        if self.heldout is not None:
+            queries = [q for q in queries if not self.heldout.blocked(q)]
         for q in queries:
             self.space.validate(q)
         if not queries:
@@ -283,7 +304,8 @@ class Study:
             return self.space
         used = {s for m in ledger.modalities.values() for s in m.obs[keys.SPECIMEN]}
         left = [q for q in self.space.pool
-                if sum(s not in used for s in self._lab.specimens(q.query_id)) > 0]
+                if sum(s not in used for s in self._lab.specimens(q.query_id)) > 0
+                and (self.heldout is None or not self.heldout.blocked(q))]
         return dataclasses.replace(self.space, pool=tuple(left))
 
     def _initial_design(self, left: float, rng: np.random.Generator) -> list[Query]:
@@ -318,7 +340,7 @@ class Study:
             on_stage(r, "fit")
         t0 = time.perf_counter()
         self._ensure_ray()
-        self.model.fit(self.ledger.load(upto=r), map_fn=ray_map)
+        self.model.fit(self._training_data(r), map_fn=ray_map)
         state = self.model.state_dict()
         atomic_write(self.store.model_path(r), lambda fh: torch.save(state, fh))
         self.store.write_status(r, S.FITTED, fit_s=time.perf_counter() - t0)
@@ -336,8 +358,9 @@ class Study:
         if on_stage:
             on_stage(r, "score")
         t0 = time.perf_counter()
-        data = self.ledger.load(upto=r)
+        data = self._training_data(r)
         report = score(self.model, data, self.truth)
+        risk = self.heldout.score(self.model, data).as_metrics() if self.heldout is not None else {}
         score_s = time.perf_counter() - t0
         rec = self.store.read_status(r)
         queries = self.store.read_proposal(r)
@@ -347,7 +370,7 @@ class Study:
             "round_cost": self.space.cost(queries), "identifiability": float(report.index),
             **{f"ident_{k}": float(v) for k, v in report.parts.items()},
             "risk": np.nan, "risk_modality": np.nan, "risk_scale": np.nan, "risk_context": np.nan,
-            "risk_intervention": np.nan, "calibration_90": np.nan,
+            "risk_intervention": np.nan, "calibration_90": np.nan, **risk,
             **timings, "score_s": score_s, "wall_s": sum(timings.values()) + score_s,
         }
         self.store.write_metric_row(row)

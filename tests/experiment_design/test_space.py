@@ -151,3 +151,20 @@ def test_pool_space_only_accepts_and_samples_pool_members(space):
     with pytest.raises(ValueError, match="not in the candidate pool"):
         pooled.validate(outside)
     assert DesignSpace.from_dict(json.loads(json.dumps(pooled.to_dict()))).pool_ids == pooled.pool_ids
+
+
+def test_held_out_contexts_are_catalogued_but_never_proposed(space):
+    import dataclasses
+
+    held = space.contexts[0]
+    sp = dataclasses.replace(space, held_out_contexts=(held,))
+    assert held not in {q.context for q in sp.sample(200, np.random.default_rng(0))}
+    assert held not in {q.context for q in sp.grid(n_doses=2)}
+    q = Query(Perturbation.of(CMP00=1.0), 6, held, "scrna")
+    with pytest.raises(ValueError, match="held out for evaluation"):
+        sp.validate(q)
+    assert not sp.admissible(q) and space.admissible(q)
+    assert sp.encode([q]).shape == (1, sp.encoding.dim)  # still encodable: models may be asked about it
+    with pytest.raises(ValueError, match="held_out_contexts"):
+        dataclasses.replace(space, held_out_contexts=space.contexts)
+    assert DesignSpace.from_dict(json.loads(json.dumps(sp.to_dict()))) == sp
