@@ -1,0 +1,1 @@
+"""Benchmarks (speed, memory, sample efficiency); run as ``python -m bench.<name>``, not as tests."""

@@ -1,0 +1,445 @@
+"""The evaluation blueprint: stress-test sets, calibration and the aggregate risk.
+
+The aggregate risk (the CSL perspective) is
+
+    ``R = Σ_a w_a · mean_{D ∈ stress(a)} ℓ_a(F(ŷ_D), F(y_D))``
+
+over the axes ``modality``, ``scale``, ``context`` and ``intervention``,
+weights ``w_a`` summing to one over the axes present (default equal).
+
+A stress-test set ``D`` is one modality of one held-out batch. The loss of a
+set is in *baseline units*, so the axes are comparable:
+
+    ``ℓ = ½ · min(1, nMSE) + ½ · disc``    (``ℓ = min(1, nMSE)`` for one query)
+
+* ``nMSE = MSE(F(ŷ), F(y)) / MSE(F(b), F(y))`` with ``b`` the mean of the
+  controls (same cell line and site where the controls have them); floored at
+  no skill, ``min(1, ·)`` is one minus the skill score clipped at zero;
+* ``disc`` is twice the mean discrimination rank (cell-eval style): for each
+  query, the fraction of the other queries' predictions closer to its
+  observation than its own prediction (ties count half).
+
+So perfect predictions give ``ℓ = 0``; the mean-of-controls baseline gives
+``ℓ = 1`` (it has no skill and, predicting the same for every query, ties);
+predictions shuffled across queries give ``disc ≈ 1`` and ``nMSE ≥ 1``
+whenever effects vary more across queries than their mean shift, hence
+``ℓ ≈ 1``, the baseline's risk. A readout the model does not predict scores
+``ℓ = 1``.
+
+``F`` is the modality readout on the model's scale
+(:mod:`models.readouts`), or for ``rna`` / ``spatial`` the program / pathway
+activity when gene sets are given. Calibration (``calibration_90``) is the
+empirical coverage of the central 90% Gaussian predictive interval
+``mean ± 1.645 · sd`` on the modality readouts of every set, with
+``sd² = epistemic + aleatoric / n_specimens`` (the observation is a mean over
+the query's specimens).
+
+The held-out sets come from :func:`make_stress_sets`: the loop measures them
+once at the start of a run (fixed by the seed, not charged to the budget) and
+keeps every query that :func:`stress_blocks` flags out of training and out of
+the acquisition pool.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from experiment_design import Context, DesignSpace, MeasurementBatch, Perturbation, Query, keys
+from experiment_design.assays import ADT, MODALITIES, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
+from experiment_design.splits import queries_of_obs
+from models.base import PROGRAMS
+from models.readouts import ObservedReadout, de_agreement, observed_readout, program_activity
+
+AXES = ("modality", "scale", "context", "intervention")
+#: Modalities scored on each axis (the predicted side of a translation).
+AXIS_MODALITIES = {
+    "modality": (ADT, MORPHOLOGY, MOLECULAR),
+    "scale": (SPATIAL,),
+    "context": MODALITIES,
+    "intervention": MODALITIES,
+}
+
+
+# ------------------------------------------------------------------ calibration
+def interval_coverage(y: np.ndarray, mean: np.ndarray, var: np.ndarray, level: float = 0.9) -> float:
+    """Fraction of ``y`` inside the central ``level`` interval of ``N(mean, var)``."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval_coverage: level must be in (0, 1), got {level}")
+    z = norm.ppf(0.5 + level / 2)
+    sd = np.sqrt(np.maximum(np.asarray(var, dtype=float), 1e-12))
+    return float(np.mean(np.abs(np.asarray(y, dtype=float) - mean) <= z * sd))
+
+
+def crps_gaussian(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Closed-form CRPS of ``N(mean, var)`` at ``y`` (same units as ``y``; lower is better)."""
+    sd = np.sqrt(np.maximum(np.asarray(var, dtype=float), 1e-12))
+    z = (np.asarray(y, dtype=float) - mean) / sd
+    return sd * (z * (2 * norm.cdf(z) - 1) + 2 * norm.pdf(z) - 1 / math.sqrt(math.pi))
+
+
+def gaussian_nll(y: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Negative log density of ``N(mean, var)`` at ``y`` (nats)."""
+    v = np.maximum(np.asarray(var, dtype=float), 1e-12)
+    return 0.5 * (np.log(2 * math.pi * v) + (np.asarray(y, dtype=float) - mean) ** 2 / v)
+
+
+# ---------------------------------------------------------------------- losses
+def normalised_error(pred: np.ndarray, obs: np.ndarray, baseline: np.ndarray) -> float:
+    """``MSE(pred, obs) / MSE(baseline, obs)``; all ``(n, F)``. 0 / 0 counts as 0."""
+    err = float(np.mean((np.asarray(pred) - obs) ** 2))
+    base = float(np.mean((np.asarray(baseline) - obs) ** 2))
+    if base <= 1e-12:
+        return 0.0 if err <= 1e-12 else 1.0
+    return err / base
+
+
+def discrimination(pred: np.ndarray, obs: np.ndarray) -> float:
+    """Mean over queries of the fraction of other predictions closer to its observation (ties half).
+
+    Args:
+        pred: ``(n, F)`` predictions, ``n >= 2``.
+        obs: ``(n, F)`` observations.
+
+    Returns:
+        In [0, 1]: 0 when every prediction is the closest to its own
+        observation, about 0.5 for uninformative predictions.
+
+    """
+    D = ((np.asarray(pred)[None, :, :] - np.asarray(obs)[:, None, :]) ** 2).sum(-1)  # D[i, j] = |pred_j − obs_i|²
+    own = np.diag(D)[:, None]
+    n = len(D)
+    off = ~np.eye(n, dtype=bool)
+    scale = np.maximum(np.abs(own), 1.0) * 1e-9
+    closer = ((D < own - scale) & off).sum(1) + 0.5 * ((np.abs(D - own) <= scale) & off).sum(1)
+    return float(np.mean(closer / (n - 1)))
+
+
+def set_loss(pred: np.ndarray, obs: np.ndarray, baseline: np.ndarray) -> float:
+    """``ℓ`` of one stress set in baseline units (module docstring)."""
+    nmse = min(1.0, normalised_error(pred, obs, baseline))
+    if len(obs) < 2:
+        return nmse
+    return 0.5 * nmse + 0.5 * 2.0 * discrimination(pred, obs)
+
+
+def additive_baseline(
+    queries: Sequence[Query], reference: Sequence[Query], values: np.ndarray, control: np.ndarray
+) -> np.ndarray:
+    """The additive combination of single effects: ``control + Σ_t (single_t − control)``.
+
+    Args:
+        queries: ``n`` queries to predict (combinations; singles and controls work too).
+        reference: Measured queries whose readouts are ``values``; the single
+            of target ``t`` at the same dose (relative tolerance 1e-6) in the
+            same cell line is used, averaged if measured more than once.
+        values: ``(len(reference), F)`` observed readouts of ``reference``.
+        control: ``(n, F)`` control readout of each query's context.
+
+    Returns:
+        ``(n, F)``; rows with a component single missing are NaN.
+
+    """
+    out = np.array(control, dtype=float, copy=True)
+    for i, q in enumerate(queries):
+        for t, d in zip(q.perturbation.targets, q.perturbation.doses, strict=True):
+            rows = [j for j, r in enumerate(reference)
+                    if r.perturbation.targets == (t,) and math.isclose(r.perturbation.doses[0], d, rel_tol=1e-6)
+                    and r.context.cell_line == q.context.cell_line]
+            if not rows:
+                out[i] = np.nan
+                break
+            out[i] += values[rows].mean(axis=0) - control[i]
+    return out
+
+
+# ------------------------------------------------------------------- reports
+@dataclass
+class RiskReport:
+    """One round's evaluation.
+
+    Attributes:
+        risk: Aggregate risk ``R`` in baseline units (0 perfect, 1 the
+            mean-of-controls baseline).
+        parts: ``{"risk_modality": ..., "risk_scale": ..., "risk_context":
+            ..., "risk_intervention": ...}``; NaN for an axis without sets.
+        calibration_90: Empirical coverage of the central 90% interval.
+        details: Further numbers: ``calibration_50``, ``crps``, ``nll``,
+            ``nmse_<axis>`` (vs mean of controls), ``nmse_additive`` (vs the
+            additive combination of singles, combinations only),
+            ``de_overlap``, ``de_direction`` (top-20 DE, RNA sets), ``n_sets``.
+
+    """
+
+    risk: float
+    parts: dict[str, float]
+    calibration_90: float
+    details: dict[str, float] = field(default_factory=dict)
+
+    def as_metrics(self) -> dict[str, float]:
+        """Flat row for ``metrics.parquet``: risk, its parts and calibration_90."""
+        return {"risk": self.risk, **self.parts, "calibration_90": self.calibration_90}
+
+
+def _predict(model: object, queries: Sequence[Query], readouts: Sequence[str]) -> object:
+    if "readouts" in inspect.signature(model.predict).parameters:
+        return model.predict(queries, readouts=(PROGRAMS, *readouts))
+    return model.predict(queries)
+
+
+def _contexts(batch: MeasurementBatch) -> dict[str, tuple[str, str]]:
+    out = {}
+    for m in batch.modalities.values():
+        first = m.obs.drop_duplicates(keys.QUERY_ID)
+        out.update(zip(first[keys.QUERY_ID].astype(str),
+                       zip(first[keys.CELL_LINE].astype(str), first[keys.SITE].astype(str), strict=True),
+                       strict=True))
+    return out
+
+
+def _queries_by_id(batch: MeasurementBatch) -> dict[str, Query]:
+    obs = pd.concat([m.obs for m in batch.modalities.values()], ignore_index=True)
+    ids = obs.drop_duplicates(keys.QUERY_ID)[keys.QUERY_ID].astype(str)
+    return dict(zip(ids, queries_of_obs(obs), strict=True))
+
+
+def _controls_only(readout: ObservedReadout | None, queries: Sequence[Query]) -> ObservedReadout | None:
+    if readout is None:
+        return None
+    keep = np.array([q.perturbation.is_control for q in queries], dtype=bool)
+    if not keep.any():
+        return None
+    return ObservedReadout([q for q, k in zip(readout.query_ids, keep, strict=True) if k], readout.values[keep],
+                           readout.n_specimens[keep], readout.var_names)
+
+
+def _baseline(obs: ObservedReadout, ctx: dict, controls: ObservedReadout | None, control_ctx: dict) -> np.ndarray:
+    """``(n, F)`` mean of controls of the same cell line and site, else cell line, else all."""
+    if controls is None or controls.values.shape[1] != obs.values.shape[1] or not len(controls.query_ids):
+        return np.broadcast_to(obs.values.mean(axis=0), obs.values.shape)
+    cctx = [control_ctx[q] for q in controls.query_ids]
+    out = np.empty_like(obs.values)
+    for i, q in enumerate(obs.query_ids):
+        line, site = ctx[q]
+        for keep in ([c == (line, site) for c in cctx], [c[0] == line for c in cctx], [True] * len(cctx)):
+            if any(keep):
+                out[i] = controls.values[np.asarray(keep)].mean(axis=0)
+                break
+    return out
+
+
+def evaluate(
+    model: object,
+    heldout: Mapping[str, MeasurementBatch],
+    control_data: MeasurementBatch | None = None,
+    *,
+    weights: Mapping[str, float] | None = None,
+    gene_sets: Mapping[str, Sequence[str]] | None = None,
+    k_de: int = 20,
+) -> RiskReport:
+    """Score a model on the held-out stress sets; the loop calls this once per round.
+
+    Args:
+        model: Anything with ``predict(queries[, readouts=...]) -> Prediction``
+            (:class:`models.base.Prediction`: ``members[r]`` ``(M, n, F)``,
+            ``aleatoric[r]`` ``(n, F)`` per specimen).
+        heldout: Axis → held-out batch measured at run start. A key is an
+            axis name or ``"<axis>/<name>"`` (several batches per axis).
+        control_data: Reference measurements from training: its controls
+            give the mean-of-controls baseline (without controls of a
+            modality, the baseline is the mean of the set's own observations);
+            its single-target queries give the additive baseline of
+            combinations (``details["nmse_additive"]``).
+        weights: Axis → weight (default equal); renormalised over the axes
+            present.
+        gene_sets: Optional gene sets (e.g. :func:`models.readouts.parse_gmt`);
+            ``F`` of ``rna`` / ``spatial`` is then their activity.
+        k_de: Genes in the top-DE comparison.
+
+    Returns:
+        A :class:`RiskReport`.
+
+    Raises:
+        ValueError: On an unknown axis, a negative weight or a prediction
+            whose shape does not match the held-out data.
+
+    """
+    w = {a: 1.0 for a in AXES} if weights is None else {a: float(weights.get(a, 0.0)) for a in AXES}
+    if any(v < 0 for v in w.values()) or set(weights or {}) - set(AXES):
+        raise ValueError(f"evaluate: weights must be non-negative over axes {AXES}, got {dict(weights or {})}")
+    losses: dict[str, list[float]] = {a: [] for a in AXES}
+    nmses: dict[str, list[float]] = {a: [] for a in AXES}
+    ys, mus, vs, de_o, de_d = [], [], [], [], []
+    control_ctx = _contexts(control_data) if control_data is not None else {}
+    control_queries = _queries_by_id(control_data) if control_data is not None else {}
+    nadd: list[float] = []
+    for key, batch in heldout.items():
+        axis = key.split("/")[0]
+        if axis not in AXES:
+            raise ValueError(f"evaluate: held-out key {key!r} names no axis; use one of {AXES} or '<axis>/<name>'")
+        mods = [m for m in batch.modalities if m in AXIS_MODALITIES[axis]]
+        if not mods:
+            continue
+        obs_all = pd.concat([batch.modalities[m].obs for m in batch.modalities], ignore_index=True)
+        queries = queries_of_obs(obs_all)
+        row = {q: i for i, q in enumerate(obs_all.drop_duplicates(keys.QUERY_ID)[keys.QUERY_ID].astype(str))}
+        pred = _predict(model, queries, mods)
+        ctx = _contexts(batch)
+        for m in mods:
+            o = observed_readout(batch, m)
+            if m not in pred.members:
+                losses[axis].append(1.0)
+                continue
+            idx = np.array([row[q] for q in o.query_ids])
+            mu = np.asarray(pred.mean(m))[idx]
+            if mu.shape != o.values.shape:
+                raise ValueError(f"evaluate: {key}/{m}: prediction has shape {mu.shape}, observed {o.values.shape}")
+            alea = np.asarray(pred.aleatoric[m])[idx] / o.n_specimens[:, None] if m in pred.aleatoric else 0.0
+            var = np.asarray(pred.epistemic(m))[idx] + alea
+            ctrl = observed_readout(control_data, m) if control_data is not None and m in control_data.modalities \
+                else None
+            ctrl_q = [control_queries[q] for q in ctrl.query_ids] if ctrl is not None else []
+            base = _baseline(o, ctx, _controls_only(ctrl, ctrl_q), control_ctx)
+            f = _feature_map(m, o.var_names, gene_sets)
+            losses[axis].append(set_loss(f(mu), f(o.values), f(base)))
+            if ctrl is not None:
+                add = additive_baseline([queries[row[q]] for q in o.query_ids], ctrl_q, ctrl.values, base)
+                ok = np.isfinite(add).all(axis=1) & np.array([queries[row[q]].perturbation.order >= 2
+                                                                 for q in o.query_ids])
+                if ok.any():
+                    nadd.append(normalised_error(f(mu[ok]), f(o.values[ok]), f(add[ok])))
+            nmses[axis].append(normalised_error(f(mu), f(o.values), f(base)))
+            ys.append(o.values.ravel())
+            mus.append(mu.ravel())
+            vs.append(var.ravel())
+            if m == RNA and ctrl is not None:
+                ov, dr = de_agreement(mu - base, o.values - base, k_de)
+                de_o.append(ov)
+                de_d.append(dr)
+    rep = _report(losses, nmses, w, ys, mus, vs, de_o, de_d)
+    rep.details["nmse_additive"] = float(np.mean(nadd)) if nadd else float("nan")
+    return rep
+
+
+def _feature_map(modality: str, var_names: Sequence[str], gene_sets: Mapping | None) -> Callable:
+    if gene_sets and modality in (RNA, SPATIAL) and set(var_names) & {g for s in gene_sets.values() for g in s}:
+        sets = {k: v for k, v in gene_sets.items() if set(v) & set(var_names)}
+        return lambda X: program_activity(X, var_names, sets)
+    return lambda X: np.asarray(X, dtype=float)
+
+
+def _report(losses: dict, nmses: dict, w: dict, ys: list, mus: list, vs: list, de_o: list, de_d: list) -> RiskReport:
+    parts = {f"risk_{a}": float(np.mean(v)) if v else float("nan") for a, v in losses.items()}
+    present = [a for a in AXES if losses[a] and w[a] > 0]
+    total_w = sum(w[a] for a in present)
+    risk = float(sum(w[a] * parts[f"risk_{a}"] for a in present) / total_w) if total_w > 0 else float("nan")
+    details: dict[str, float] = {f"nmse_{a}": float(np.mean(v)) if v else float("nan") for a, v in nmses.items()}
+    details["n_sets"] = float(sum(len(v) for v in losses.values()))
+    cal90 = float("nan")
+    if ys:
+        y, mu, v = np.concatenate(ys), np.concatenate(mus), np.concatenate(vs)
+        cal90 = interval_coverage(y, mu, v, 0.9)
+        details.update(calibration_50=interval_coverage(y, mu, v, 0.5), crps=float(np.mean(crps_gaussian(y, mu, v))),
+                       nll=float(np.mean(gaussian_nll(y, mu, v))))
+    if de_o:
+        details.update(de_overlap=float(np.mean(np.concatenate(de_o))),
+                       de_direction=float(np.mean(np.concatenate(de_d))))
+    return RiskReport(risk, parts, cal90, details)
+
+
+# ------------------------------------------------------------- stress sets
+def make_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: int = 8) -> dict[str, list[Query]]:
+    """Held-out query sets for the four axes of a design space.
+
+    * ``context``: scRNA queries (controls and singles) in a held-out cell line
+      (or site, with one cell line); omitted with a single context.
+    * ``intervention``: scRNA queries in the other contexts: held-out pairs
+      (when ``max_order >= 2``), single targets at mid doses (an
+      interpolation band, unit scale 0.4–0.6) and late times (the last 15% of
+      the time range).
+    * ``modality``: anchors (``cite_seq``, ``rna_morphology``,
+      ``molecular_rna``, those in the space) on singles.
+    * ``scale``: ``spatial_dissociated`` (or ``spatial``) on singles.
+
+    The loop measures these once at the start of a run with the run's seed,
+    does not charge them to the budget, and keeps out of training every query
+    :func:`stress_blocks` flags.
+
+    Returns:
+        Axis → queries (one replicate each; axes the space cannot express are
+        left out).
+
+    """
+    lines = sorted({c.cell_line for c in space.contexts})
+    sites = sorted({c.site for c in space.contexts})
+    if len(lines) > 1:
+        held = lines[int(rng.integers(len(lines)))]
+        out_ctx = [c for c in space.contexts if c.cell_line == held]
+    elif len(sites) > 1:
+        held = sites[int(rng.integers(len(sites)))]
+        out_ctx = [c for c in space.contexts if c.site == held]
+    else:
+        out_ctx = []
+    in_ctx = [c for c in space.contexts if c not in out_ctx]
+    lo, hi = space.time_range_h
+    names = [a.name for a in space.assays]
+    rna_assay = "scrna" if "scrna" in names else next((a.name for a in space.assays if RNA in a.modalities), None)
+
+    def single(ctxs: list[Context], assay: str, u: tuple[float, float] = (0.0, 1.0),
+               t: tuple[float, float] = (0.0, 0.8), order: int = 1) -> Query:
+        idx = rng.choice(len(space.targets), size=order, replace=False)
+        tg = [space.targets[i] for i in idx]
+        doses = [float(space.unit_to_dose(x.kind, rng.uniform(*u))) for x in tg]
+        time_h = lo + float(rng.uniform(*t)) * (hi - lo)
+        return Query(Perturbation(tuple(x.name for x in tg), tuple(doses)), time_h,
+                     ctxs[int(rng.integers(len(ctxs)))], assay)
+
+    out: dict[str, list[Query]] = {}
+    if out_ctx and rna_assay:
+        ctl = [Query(Perturbation(), lo + 0.5 * (hi - lo), c, rna_assay) for c in out_ctx][: max(1, n_per_axis // 4)]
+        out["context"] = (ctl + [single(out_ctx, rna_assay) for _ in range(n_per_axis)])[: max(n_per_axis, 1)]
+    if rna_assay and space.targets:
+        kinds = ["dose", "time"] + (["combination"] if space.max_order >= 2 and len(space.targets) >= 2 else [])
+        qs = []
+        for i in range(n_per_axis):
+            kind = kinds[i % len(kinds)]
+            if kind == "dose":
+                qs.append(single(in_ctx, rna_assay, u=(0.4, 0.6)))
+            elif kind == "time":
+                qs.append(single(in_ctx, rna_assay, t=(0.85, 1.0)))
+            else:
+                qs.append(single(in_ctx, rna_assay, u=(0.3, 0.7), order=2))
+        out["intervention"] = qs
+    anchors = [a for a in ("cite_seq", "rna_morphology", "molecular_rna") if a in names]
+    if anchors and space.targets:
+        out["modality"] = [single(in_ctx, anchors[i % len(anchors)]) for i in range(n_per_axis)]
+    scale = next((a for a in ("spatial_dissociated", "spatial") if a in names), None)
+    if scale and space.targets:
+        out["scale"] = [single(in_ctx, scale) for _ in range(n_per_axis)]
+    return out
+
+
+def stress_blocks(stress: Mapping[str, Sequence[Query]]) -> Callable[[Query], bool]:
+    """Predicate telling whether training on a query would leak into the stress sets.
+
+    A query leaks if it is in a held-out context (every context of the
+    ``context`` set that no other axis uses), shares the target set of a
+    held-out combination, or repeats a held-out condition (perturbation,
+    time and context, any assay).
+    """
+    other = {q.context for a, qs in stress.items() if a != "context" for q in qs}
+    held_ctx = {q.context for q in stress.get("context", ())} - other
+    combos = {frozenset(q.perturbation.targets) for qs in stress.values() for q in qs if q.perturbation.order >= 2}
+    conds = {(q.perturbation, q.time_h, q.context) for qs in stress.values() for q in qs}
+
+    def blocks(q: Query) -> bool:
+        return (q.context in held_ctx or frozenset(q.perturbation.targets) in combos
+                or (q.perturbation, q.time_h, q.context) in conds)
+
+    return blocks
