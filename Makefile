@@ -1,4 +1,4 @@
-# Two targets a new user needs; each creates .venv with only Python 3.11 and pip.
+# Shortcuts for the two README commands, each in its own .venv (needs only Python 3.11 and pip).
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,12 +10,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 run: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
-	$(BIN)/python -m loop.run --budget 200
+	. $(BIN)/activate && pip install -e . && python -m loop.run --budget 200
 
 test: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pytest -q
+	. $(BIN)/activate && pip install -e '.[dev]' && python -m pytest -q
 
 lint: $(BIN)/python
 	$(BIN)/python -m ruff check .
