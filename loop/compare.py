@@ -8,8 +8,9 @@ writes ``DIR/runs/<strategy>-seed<k>/`` (ordinary run folders, one Ray task
 each, run in parallel), ``DIR/results.parquet`` (every metrics row with
 ``strategy``, ``seed`` and ``finished``), ``DIR/summary.csv`` (the headline
 table, see :mod:`loop.stats`) and ``DIR/report.html`` (:mod:`loop.report`).
-Rerunning the same command resumes: finished runs are skipped, unfinished
-ones continue where they stopped (``Study.open``). Seed ``k`` is the same
+Rerunning the same command resumes: finished runs (budget spent, or ended
+normally as recorded in ``DIR/status.json``) are skipped, unfinished ones
+continue where they stopped (``Study.open``). Seed ``k`` is the same
 world for every strategy, so seeds are paired.
 
 Exit codes: 0 every run finished; 1 some run failed (the others and the
@@ -31,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from loop.config import IDENTITY_KEYS, RunConfig
-from loop.report import find_runs, load_run, render, results_frame
+from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame
 from loop.stats import REFERENCE, headline, headline_frame
-from loop.storage import read_json, write_bytes, write_table
+from loop.storage import read_json, write_bytes, write_json, write_table
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,18 @@ def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig) ->
 
 
 def is_finished(root: Path) -> bool:
-    """True when the run folder's last scored round left less than the cheapest assay of the budget."""
+    """True when the run ended normally here before (``status.json``) or has spent its budget."""
     if not (root / "config.json").is_file() or not (root / "metrics.parquet").is_file():
         return False
     return load_run(root).finished
+
+
+def _record(outcome: dict, study: Path) -> None:
+    """Add a run's outcome to the study's ``status.json`` (driver only, so no concurrent writers)."""
+    path = study / STATUS_FILE
+    status = read_json(path) if path.is_file() else {}
+    status[outcome["run"]] = {k: v for k, v in outcome.items() if k not in ("run", "traceback")}
+    write_json(path, status)
 
 
 def run_one(spec: RunSpec) -> dict:
@@ -148,20 +157,24 @@ def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, u
         or ``failed``), ``error`` when failed, ``wall_s``.
     """
     outcomes, todo = [], []
+
+    def done(outcome: dict, spec: RunSpec) -> None:
+        outcomes.append(outcome)
+        if outcome["status"] != "skipped":
+            _record(outcome, spec.root.parent.parent)
+        if on_done:
+            on_done(outcome)
+
     for spec in specs:
         if is_finished(spec.root):
-            outcomes.append({"run": spec.name, "status": "skipped", "wall_s": 0.0})
-            if on_done:
-                on_done(outcomes[-1])
+            done({"run": spec.name, "status": "skipped", "wall_s": 0.0}, spec)
         else:
             todo.append(spec)
     if not todo:
         return outcomes
     if not use_ray:
         for spec in todo:
-            outcomes.append(_guarded(runner, spec))
-            if on_done:
-                on_done(outcomes[-1])
+            done(_guarded(runner, spec), spec)
         return outcomes
     import ray
 
@@ -170,12 +183,11 @@ def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, u
     started = init_ray(address, workers)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_guarded)
-        pending = [task.remote(runner, spec) for spec in todo]
+        by_ref = {task.remote(runner, spec): spec for spec in todo}
+        pending = list(by_ref)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            outcomes.append(ray.get(done[0]))
-            if on_done:
-                on_done(outcomes[-1])
+            ready, pending = ray.wait(pending, num_returns=1)
+            done(ray.get(ready[0]), by_ref[ready[0]])
     finally:
         if started:
             ray.shutdown()
@@ -205,13 +217,13 @@ def summarise(out: str | Path, seed: int = 0) -> pd.DataFrame:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     d = RunConfig()
-    p = argparse.ArgumentParser(prog="python -m loop.compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="python -m loop.compare",
                                 description="Compare acquisition strategies over seeds; resumable.")
     p.add_argument("--strategies", required=True, help="comma-separated strategy names, e.g. random,eig")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per strategy (0 .. N-1)")
-    p.add_argument("--budget", type=float, default=d.budget, help="budget per run, cost units")
-    p.add_argument("--world", default=d.world, help="simulator preset small|default|large")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="queries per round")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per strategy, 0 .. N-1 (3)")
+    p.add_argument("--budget", type=float, default=None, help=f"budget per run, cost units ({d.budget:g})")
+    p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({d.world})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"queries per round ({d.batch_size})")
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
@@ -226,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = RunConfig.from_file(args.config) if args.config else {}
-        settings.update(budget=args.budget, world=args.world, batch_size=args.batch_size)
+        flags = {"budget": args.budget, "world": args.world, "batch_size": args.batch_size}
+        settings.update({k: v for k, v in flags.items() if v is not None})  # flags win over --config
         base = RunConfig.from_dict(settings)
         specs = plan(args.out, [s.strip() for s in args.strategies.split(",") if s.strip()], args.seeds, base)
         for spec in specs:

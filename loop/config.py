@@ -44,6 +44,8 @@ class RunConfig:
         address: Ray cluster address to join instead of starting one.
         costs: Assay name → cost override in budget units.
         world_overrides: Keyword overrides for the simulator preset.
+        model: Keyword overrides of the model's fit settings
+            (:class:`models.fitting.FitConfig`, e.g. ``{"max_steps": 300}``).
     """
 
     budget: float = 200.0
@@ -63,6 +65,7 @@ class RunConfig:
     address: str | None = None
     costs: dict[str, float] = field(default_factory=dict)
     world_overrides: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
 
     def validate(self) -> RunConfig:
         """Check values; raise ``ValueError`` with a one-line reason."""

@@ -48,6 +48,23 @@ class Ledger:
         table = table.append_column(keys.ROUND, pa.array([round_index] * table.num_rows, type=pa.int32()))
         return write_table(self.path(round_index), table)
 
+    def verify(self, rounds: list[int]) -> None:
+        """Check that the shards of ``rounds`` exist and are complete Parquet files (footer readable).
+
+        Raises:
+            ValueError: Naming the first missing or truncated shard.
+        """
+        import pyarrow.parquet as pq
+
+        for r in rounds:
+            path = self.path(r)
+            if not path.is_file():
+                raise ValueError(f"{path}: ledger shard missing although round {r} was measured")
+            try:
+                pq.ParquetFile(path).metadata  # noqa: B018 - reading the footer is the check
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise ValueError(f"{path}: unreadable Parquet ({exc}); truncated or not written by cslab") from None
+
     def read_round(self, round_index: int) -> MeasurementBatch:
         """One round's measurements.
 

@@ -11,6 +11,7 @@ import base64
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,7 +52,8 @@ def _grid(n: int, ncols: int, w: float = 4.6, h: float = 3.2) -> tuple[plt.Figur
 
 
 def curves(results: pd.DataFrame, columns: list[str], titles: list[str], ylabel: str = "",
-           ncols: int = 3, n_grid: int = 80) -> str:
+           ncols: int = 3, n_grid: int = 80, bounds: tuple[float, float] | None = None,
+           target: float | None = None) -> str:
     """Metric vs budget spent per strategy: mean over seeds and its 95% band.
 
     Args:
@@ -62,6 +64,12 @@ def curves(results: pd.DataFrame, columns: list[str], titles: list[str], ylabel:
         ylabel: Y axis label.
         ncols: Panels per row.
         n_grid: Points of the common spent grid.
+        bounds: The metric's range (e.g. (0, 1)); the band is clipped to it.
+        target: Draw this level as a dotted line (random's whole-budget level).
+
+    Thin lines are the single seeds; the band is the 95% t interval of the
+    mean over seeds, or the seeds' min–max with fewer than three seeds
+    (where a t interval with one degree of freedom spans the whole axis).
     """
     strategies = sorted(results["strategy"].unique())
     style = palette(strategies)
@@ -75,10 +83,21 @@ def curves(results: pd.DataFrame, columns: list[str], titles: list[str], ylabel:
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="0.4")
             continue
         for s in strategies:
-            band = curve_band(results[results["strategy"] == s], col, grid)
-            n_seeds = results.loc[results["strategy"] == s, "seed"].nunique()
-            ax.plot(band["spent"], band["mean"], lw=2, label=f"{s} (n={n_seeds})", **style[s])
-            ax.fill_between(band["spent"], band["low"], band["high"], color=style[s]["color"], alpha=0.18, lw=0)
+            d = results[results["strategy"] == s]
+            band = curve_band(d, col, grid)
+            few = d["seed"].nunique() < 3
+            low, high = (band["min"], band["max"]) if few else (band["low"], band["high"])
+            if bounds is not None:
+                low, high = low.clip(*bounds), high.clip(*bounds)
+            for _, g in d.sort_values("round").groupby("seed"):
+                ax.plot(g["spent"], g[col], lw=0.7, alpha=0.35, color=style[s]["color"])
+            ax.plot(band["spent"], band["mean"], lw=2.2, label=f"{s} (n={d['seed'].nunique()})", **style[s])
+            ax.fill_between(band["spent"], low, high, color=style[s]["color"], alpha=0.15, lw=0)
+        if target is not None and np.isfinite(target):
+            ax.axhline(target, color="0.35", lw=1, ls=":")
+            ax.annotate("target: random's mean level with the whole budget", (0.01, target), fontsize=8,
+                        color="0.3", xycoords=("axes fraction", "data"), va="bottom")
+        ax.set_xlim(0, grid[-1] * 1.02)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if not handles:
@@ -124,11 +143,9 @@ def spending(props: pd.DataFrame, anchors: set[str]) -> str:
     for s in strategies:
         d = props[props["strategy"] == s].sort_values(["seed", "round"])
         fr = []
-        for _, g in d.groupby("seed"):
-            by_round = g.groupby("round").agg(cost=("cost", "sum"),
-                                              anchor=("cost", lambda c: c[g.loc[c.index, "assay"].isin(anchors)].sum()))
-            cum = by_round.cumsum()
-            fr.append((cum["cost"].to_numpy(), (cum["anchor"] / cum["cost"]).to_numpy()))
+        for _, g in d.assign(anchor_cost=d["cost"].where(d["assay"].isin(anchors), 0.0)).groupby("seed"):
+            cum = g.groupby("round")[["cost", "anchor_cost"]].sum().cumsum()
+            fr.append((cum["cost"].to_numpy(), (cum["anchor_cost"] / cum["cost"]).to_numpy()))
         grid = np.linspace(0, max(f[0][-1] for f in fr), 60)
         mean = np.nanmean([np.where(grid <= x[-1], np.interp(grid, x, y), np.nan) for x, y in fr], axis=0)
         ax2.plot(grid, mean, lw=2, label=s, **style[s])
@@ -195,6 +212,7 @@ def timings(results: pd.DataFrame) -> str:
     for s in strategies:
         d = results[results["strategy"] == s].groupby("round")["wall_s"].mean()
         ax2.plot(d.index, d.to_numpy(), lw=2, label=s, **style[s])
+    ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax2.set_xlabel("round")
     ax2.set_ylabel("wall seconds (mean over seeds)")
     ax2.set_title("wall time per round")

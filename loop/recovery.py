@@ -68,7 +68,10 @@ def nonadditivity_sign(y_ab: np.ndarray, y_a: np.ndarray, y_b: np.ndarray, y_0: 
     direction its parts push is synergistic.
 
     Args:
-        y_ab, y_a, y_b, y_0: Readouts (scalars) of the pair, each single and the control.
+        y_ab: Readout (scalar) of the pair.
+        y_a: Readout of the first target alone.
+        y_b: Readout of the second target alone.
+        y_0: Readout of the control.
     """
     excess = y_ab - y_a - y_b + y_0
     direction = np.sign(y_a + y_b - 2 * y_0) or 1.0
@@ -168,7 +171,7 @@ def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max
     if pairs:
         mean = aligned.mean(axis=0)
         t_s, l_s = [], []
-        for (a, b), i in pair_at.items():
+        for i in pair_at.values():
             k = int(np.argmax(np.abs(true[i] - true[i + 1] - true[i + 2] + true[0])))
             t_s.append(nonadditivity_sign(true[i, k], true[i + 1, k], true[i + 2, k], true[0, k]))
             l_s.append(nonadditivity_sign(mean[i, k], mean[i + 1, k], mean[i + 2, k], mean[0, k]))

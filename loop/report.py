@@ -40,6 +40,8 @@ SECTIONS = {
     "timings": "Timings per stage",
     "reproducibility": "Configuration and package versions",
 }
+#: A study's record of the runs that ended normally (written by ``loop.compare``).
+STATUS_FILE = "status.json"
 RISK_COLUMNS = ("risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention")
 
 
@@ -52,12 +54,15 @@ class RunData:
         config: The whole ``config.json`` (``config``, ``space``, ``versions``, ``created``).
         metrics: ``metrics.parquet`` (one row per scored round).
         proposals: Every round's proposals concatenated (one row per query).
+        completed: ``loop.compare`` saw the run end normally (its study's
+            ``status.json``), e.g. because the strategy proposed nothing more.
     """
 
     root: Path
     config: dict
     metrics: pd.DataFrame
     proposals: pd.DataFrame
+    completed: bool = False
 
     @property
     def strategy(self) -> str:
@@ -76,7 +81,9 @@ class RunData:
 
     @property
     def finished(self) -> bool:
-        """True when the last round is scored and less than the cheapest assay is left of the budget."""
+        """True when the run ended normally, or less than the cheapest assay is left of its budget."""
+        if self.completed or (self.root / "checkpoints" / "finished.json").is_file():
+            return True
         if not len(self.metrics):
             return False
         cheapest = min(a["cost"] for a in self.config["space"]["assays"])
@@ -84,8 +91,19 @@ class RunData:
         return left < cheapest - 1e-9
 
 
-def load_run(root: str | Path) -> RunData:
+def completed_runs(study: str | Path) -> set[str]:
+    """Names of the runs that ``loop.compare`` saw end normally (``study/status.json``)."""
+    path = Path(study) / STATUS_FILE
+    return {k for k, v in read_json(path).items() if v.get("status") == "finished"} if path.is_file() else set()
+
+
+def load_run(root: str | Path, completed: bool | None = None) -> RunData:
     """Load a run folder.
+
+    Args:
+        root: The run folder.
+        completed: Whether it ended normally; by default looked up in the
+            ``status.json`` of the study folder two levels up, if any.
 
     Raises:
         ValueError: If ``root`` has no ``config.json``.
@@ -97,7 +115,9 @@ def load_run(root: str | Path) -> RunData:
     paths = sorted((root / "proposals").glob("round-*.parquet"))
     props = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
         columns=["round", "perturbation", "dose_value", "time", "assay", "cost"])
-    return RunData(root, read_json(root / "config.json"), store.read_metrics(), props)
+    if completed is None:
+        completed = root.parent.name == "runs" and root.name in completed_runs(root.parent.parent)
+    return RunData(root, read_json(root / "config.json"), store.read_metrics(), props, completed)
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -203,6 +223,10 @@ def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] 
         except RecoveryUnavailable as exc:
             notes.append(f"{html.escape(strategy)} (seed {run.seed}): not available — {html.escape(str(exc))}")
             continue
+        except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report; the error is shown
+            notes.append(f"{html.escape(strategy)} (seed {run.seed}): failed — "
+                         f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}")
+            continue
         parts.append(f"<h3>{html.escape(strategy)}, seed {run.seed}</h3>")
         if rec.note:
             parts.append(f"<p>{html.escape(rec.note)}</p>")
@@ -265,17 +289,26 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
     anchors = {a.name for a in space.assays if a.is_anchor}
     parts_cols = sorted(c for c in results.columns if c.startswith("ident_"))
     body = {}
+    unit = (0.0, 1.0)
+    ref = results[results["strategy"] == REFERENCE].sort_values("round").groupby("seed")["identifiability"].last()
+    target = float(ref.mean()) if study and len(ref) else None
     body["identifiability"] = _img(plots.curves(results, ["identifiability"], ["identifiability index"],
-                                                "identifiability [0, 1]"), "identifiability vs spent")
-    body["identifiability-parts"] = (_img(plots.curves(results, parts_cols, [c.removeprefix("ident_") for c in
-                                                                            parts_cols], "score [0, 1]"),
-                                          "identifiability parts") if parts_cols else
-                                     "<p class='note'>not available: no ident_ columns in metrics.</p>")
+                                                "identifiability [0, 1]", bounds=unit, target=target),
+                                   "identifiability vs spent") + (
+        "<p>Thick line: mean over seeds; thin lines: single seeds; band: 95% t confidence interval of the mean "
+        "(with fewer than three seeds: the seeds' min–max). The band is drawn where every seed has data.</p>")
+    if parts_cols:
+        titles = [c.removeprefix("ident_") for c in parts_cols]
+        body["identifiability-parts"] = _img(plots.curves(results, parts_cols, titles, "score [0, 1]", bounds=unit),
+                                             "identifiability parts")
+    else:
+        body["identifiability-parts"] = "<p class='note'>not available: no ident_ columns in metrics.</p>"
     if results.reindex(columns=list(RISK_COLUMNS)).isna().all().all():
         body["risk"] = "<p class='note'>not available: every risk value is NaN (no evaluation in these runs).</p>"
     else:
         body["risk"] = _img(plots.curves(results, list(RISK_COLUMNS), ["aggregate risk"] + [
-            c.removeprefix("risk_") for c in RISK_COLUMNS[1:]], "risk (lower is better)"), "risk vs spent")
+            c.removeprefix("risk_") for c in RISK_COLUMNS[1:]], "risk (lower is better)", bounds=(0.0, np.inf)),
+            "risk vs spent")
     body["headline"] = _headline_html(results, np.random.default_rng(seed))
     if len(props):
         body["spending"] = ("<p>Anchor assays observe one specimen through more than one modality: "
@@ -298,7 +331,7 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
     head = (f"<h1>cslab {kind} report</h1><p>{html.escape(str(folder))} — {len(runs)} run(s), strategies "
             f"{', '.join(sorted(results['strategy'].unique()))}; rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>")
     if not status["finished"].all():
-        head += "<p class='note'>Some runs have not spent their budget yet: their curves end early.</p>"
+        head += "<p class='note'>Some runs have not finished yet: their curves end early.</p>"
     nav = "<nav>" + "".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items()) + "</nav>"
     sections = "".join(f'<section id="{k}"><h2>{html.escape(v)}</h2>{body[k]}</section>' for k, v in SECTIONS.items())
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cslab {kind} report</title>"

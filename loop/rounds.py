@@ -47,6 +47,11 @@ class RoundStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    @property
+    def finished_path(self) -> Path:
+        """``checkpoints/finished.json``: written when a run ends normally (with the reason)."""
+        return self.root / "checkpoints" / "finished.json"
+
     def status_path(self, r: int) -> Path:
         """``checkpoints/round-NNNN.json``."""
         return self.root / "checkpoints" / f"round-{r:04d}.json"

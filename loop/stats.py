@@ -20,6 +20,7 @@ reaches, which is all a rank test needs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +99,7 @@ def needs_table(results: pd.DataFrame, column: str = "identifiability", referenc
     return table
 
 
-def bootstrap_ci(x: np.ndarray, stat: callable, rng: np.random.Generator, n_boot: int = 2000,
+def bootstrap_ci(x: np.ndarray, stat: Callable[[np.ndarray], float], rng: np.random.Generator, n_boot: int = 2000,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat`` over the rows of ``x`` (seeds).
 
@@ -227,7 +228,8 @@ def curve_band(results: pd.DataFrame, column: str, grid: np.ndarray, level: floa
         level: Confidence level of the band.
 
     Returns:
-        ``spent``, ``mean``, ``low``, ``high``, ``n`` (seeds covering the point).
+        ``spent``, ``mean``, ``low``, ``high`` (t interval of the mean),
+        ``min``, ``max`` (over seeds), ``n`` (seeds covering the point).
     """
     curves = []
     for _, df in results.sort_values("round").groupby("seed"):
@@ -241,7 +243,7 @@ def curve_band(results: pd.DataFrame, column: str, grid: np.ndarray, level: floa
         curves.append(c)
     if not curves:
         nan = np.full(grid.shape, np.nan)
-        return pd.DataFrame({"spent": grid, "mean": nan, "low": nan, "high": nan, "n": 0})
+        return pd.DataFrame({"spent": grid, "mean": nan, "low": nan, "high": nan, "min": nan, "max": nan, "n": 0})
     c = np.vstack(curves)
     # only where every seed has data: a band over a changing set of seeds jumps where one ends
     c[:, ~np.isfinite(c).all(axis=0)] = np.nan
@@ -251,4 +253,8 @@ def curve_band(results: pd.DataFrame, column: str, grid: np.ndarray, level: floa
         sd = np.sqrt(np.nansum((c - mean) ** 2, axis=0) / np.maximum(n - 1, 1))
         half = sps.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1))
     half = np.where(n > 1, half, 0.0)
-    return pd.DataFrame({"spent": grid, "mean": mean, "low": mean - half, "high": mean + half, "n": n})
+    ok = np.isfinite(c)
+    lo = np.where(n > 0, np.min(np.where(ok, c, np.inf), axis=0), np.nan)
+    hi = np.where(n > 0, np.max(np.where(ok, c, -np.inf), axis=0), np.nan)
+    return pd.DataFrame({"spent": grid, "mean": mean, "low": mean - half, "high": mean + half,
+                         "min": lo, "max": hi, "n": n})

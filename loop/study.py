@@ -96,16 +96,19 @@ class Study:
         oracle_factory: Picklable zero-argument callable building the oracle
             (default: the simulator of ``config``).
         local_oracle: Call the oracle in this process instead of a Ray actor.
+        oracle_backoff_s: First wait before retrying a failed oracle call (doubles per retry).
     """
 
     def __init__(self, root: Path, config: RunConfig, oracle_factory: Callable | None = None,
-                 local_oracle: bool = False) -> None:
+                 local_oracle: bool = False, oracle_backoff_s: float = 0.5) -> None:
         self.root, self.config = Path(root), config
         self.store, self.ledger = RoundStore(root), Ledger(root)
         self._oracle_factory = oracle_factory
         self._local_oracle = local_oracle
+        self._backoff_s = oracle_backoff_s
         self._oracle: OracleClient | None = None
         self._ray_started = False
+        self._end_reason = ""
         self.truth = None
         self._lab: LabAdapter | None = None
         if config.oracle == "lab":
@@ -126,7 +129,7 @@ class Study:
                         if config.heldout_per_axis > 0 and config.oracle != "plates" else None)
         if self.heldout is not None and self.heldout.held_contexts:
             self.space = dataclasses.replace(self.space, held_out_contexts=self.heldout.held_contexts)
-        self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed)
+        self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed, **config.model)
         self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s)
 
     # ------------------------------------------------------------ creation
@@ -157,7 +160,7 @@ class Study:
             root: Run folder.
             expect: Config values the caller asked for; any that differ from
                 the stored ones (seed, world, strategy, ...) are an error.
-            **kwargs: Passed to the constructor (``oracle_factory``, ``local_oracle``).
+            **kwargs: Passed to the constructor (``oracle_factory``, ``local_oracle``, ``oracle_backoff_s``).
 
         Raises:
             RunFolderError: Missing or corrupt config, or a mismatch.
@@ -176,7 +179,15 @@ class Study:
                     f"{root}: run was made with {key}={getattr(stored, key)!r}, not {value!r}; "
                     "resume without changing it, or start a new run")
         clean_temporaries(root)
-        return cls(root, stored, **kwargs)
+        study = cls(root, stored, **kwargs)
+        last = study.store.last_round()
+        measured = [r for r in range(last + 1) if (study.store.read_status(r) or {}).get("status", 0) >= S.MEASURED
+                    ] if last is not None else []
+        try:
+            study.ledger.verify(measured)
+        except ValueError as exc:
+            raise RunFolderError(str(exc)) from None
+        return study
 
     # ------------------------------------------------------------- running
     @property
@@ -191,7 +202,7 @@ class Study:
                 factory = dataclasses.replace(factory, exclude=tuple(sorted(used)))
             if not self._local_oracle:
                 self._ensure_ray()
-            self._oracle = OracleClient(factory, local=self._local_oracle)
+            self._oracle = OracleClient(factory, backoff_s=self._backoff_s, local=self._local_oracle)
         return self._oracle
 
     def _ensure_ray(self) -> None:
@@ -224,6 +235,8 @@ class Study:
             while r < MAX_ROUNDS:
                 rec = self.store.read_status(r)
                 if rec is None and not self._propose(r, on_stage):
+                    write_json(self.store.finished_path, {"rounds": r, "spent": self.spent(r - 1),
+                                                          "reason": self._end_reason})
                     break
                 rec = self.store.read_status(r)
                 if rec["status"] < S.MEASURED:
@@ -278,17 +291,20 @@ class Study:
             queries = self._initial_design(min(left, self.config.initial_budget_fraction * self.config.budget), rng)
         else:
             if left < min(a.cost for a in self.space.assays) - 1e-9:
+                self._end_reason = "budget spent"
                 return False
             ledger = self.ledger.load(upto=r - 1)
             space = self._open_space(ledger)
             if self._lab is not None and not space.pool:
-                return False  # every stored specimen has been measured
+                self._end_reason = "every stored specimen measured"
+                return False
             queries = self.strategy.propose(self.model, space, ledger, self.config.batch_size, left, rng)
         if self.heldout is not None:
             queries = [q for q in queries if not self.heldout.blocked(q)]
         for q in queries:
             self.space.validate(q)
         if not queries:
+            self._end_reason = "nothing admissible fits the budget left"
             return False
         cost = self.space.cost(queries)
         if cost > left + 1e-9:

@@ -1,0 +1,69 @@
+"""``cost_aware``: information per unit cost across assays, on top of an information strategy.
+
+Each greedy step takes the candidate with the largest marginal information
+gain divided by ``cost ** cost_exponent`` (default 1: information per budget
+unit). Because a query's information sums over its assay's modalities
+(:mod:`acquisition.readouts`), a cross-level anchor (CITE-seq, RNA +
+morphology, spatial + dissociated) is bought only when what it adds per
+budget unit beats the single-modality wells; with a joint information measure
+(``eig``, ``nipv``) the gain is conditional on the batch so far, so an anchor
+also loses when its parts are already bought.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from botorch.acquisition import AcquisitionFunction
+
+from acquisition.botorch_strategy import BotorchStrategy, Pool
+from acquisition.registry import STRATEGIES, register
+from experiment_design import DesignSpace, MeasurementBatch
+
+#: Strategies whose acquisition value is an information measure.
+INFORMATION_STRATEGIES = ("disagreement", "eig", "nipv", "uncertainty")
+
+
+@register("cost_aware")
+class CostAwareStrategy(BotorchStrategy):
+    """Information per unit cost.
+
+    Args:
+        base: Name of the information strategy whose acquisition is divided by cost.
+        time_limit_s: Wall-clock limit of one proposal, seconds.
+        pool_size: Candidates drawn per proposal.
+        chunk_size: Candidates scored per acquisition call (``None``: the base's).
+        cost_exponent: λ in gain / cost^λ.
+        **base_kwargs: Further arguments of the base strategy.
+
+    Raises:
+        ValueError: If ``base`` is not an information strategy.
+
+    """
+
+    def __init__(
+        self,
+        base: str = "eig",
+        time_limit_s: float = 10.0,
+        pool_size: int = 2000,
+        chunk_size: int | None = None,
+        cost_exponent: float = 1.0,
+        **base_kwargs: object,
+    ) -> None:
+        if base not in INFORMATION_STRATEGIES:
+            raise ValueError(f"CostAwareStrategy: base must be one of {INFORMATION_STRATEGIES}, got {base!r}")
+        self.base = STRATEGIES.get(base)(time_limit_s=time_limit_s, pool_size=pool_size, **base_kwargs)
+        super().__init__(time_limit_s, pool_size, chunk_size or self.base.chunk_size, cost_exponent)
+
+    def _acqf(
+        self,
+        model: object,
+        space: DesignSpace,
+        pool: Pool,
+        ledger: MeasurementBatch | None,
+        rng: np.random.Generator,
+        deadline: float,
+    ) -> tuple[AcquisitionFunction, Pool]:
+        return self.base._acqf(model, space, pool, ledger, rng, deadline)
+
+    def _information_offset(self, acqf: AcquisitionFunction) -> float:
+        return self.base._information_offset(acqf)

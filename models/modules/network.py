@@ -1,0 +1,175 @@
+"""The CSL network: intervention operator plus one decoder per modality.
+
+The loss is the negative log posterior per specimen: for every modality that
+was observed, the weighted NLL of its specimens (a specimen's weight is its
+bootstrap count), plus weak priors. A modality with no specimen of positive
+weight contributes nothing — neither likelihood nor its decoder's prior — so
+masking is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
+from models.data import QueryFeatures, WellData
+from models.modules.decoders import AdtDecoder, CountDecoder, GaussianDecoder, MolecularDecoder
+from models.modules.likelihoods import LossOutput
+from models.modules.operators import InterventionOperator
+
+#: Prior strengths (nats per unit of each penalty).
+PRIOR_WEIGHTS = {
+    "emax_l1": 10.0,
+    "prop_l1": 0.5,
+    "acyclic": 50.0,
+    "hill": 0.5,
+    "interaction": 1.0,
+    "context": 2.0,
+    "decoders": 1.0,
+}
+
+
+class CSLNetwork(nn.Module):
+    """Latent operators and decoders of one ensemble member.
+
+    Args:
+        n_targets: ``T``.
+        n_programs: ``K``.
+        n_cell_lines: Cell lines.
+        n_sites: Sites.
+        ec50_init: ``(T,)`` initial log10 EC50 per target.
+        feature_dims: Modality → number of features, for the modalities to decode.
+        n_plates: Plates seen in morphology (plate effects).
+        generator: Initialisation randomness.
+        propagate: Learn the program propagator.
+
+    """
+
+    def __init__(
+        self,
+        n_targets: int,
+        n_programs: int,
+        n_cell_lines: int,
+        n_sites: int,
+        ec50_init: torch.Tensor,
+        feature_dims: dict[str, int],
+        n_plates: int = 1,
+        generator: torch.Generator | None = None,
+        propagate: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_sites = n_sites
+        self.operator = InterventionOperator(
+            n_targets, n_programs, n_cell_lines, ec50_init, propagate=propagate, generator=generator
+        )
+        dec: dict[str, nn.Module] = {}
+        K, g = n_programs, generator
+        for name, F in feature_dims.items():
+            if name in (RNA, SPATIAL):
+                dec[name] = CountDecoder(F, K, n_sites, g)
+            elif name == ADT:
+                dec[name] = AdtDecoder(F, K, n_sites, g)
+            elif name == MORPHOLOGY:
+                dec[name] = GaussianDecoder(F, K, n_sites, n_plates, g)
+            elif name == MOLECULAR:
+                if F != K:
+                    raise ValueError(f"CSLNetwork: molecular panel has {F} features but the latent has {K} programs")
+                dec[name] = MolecularDecoder(K, n_sites)
+            else:
+                raise ValueError(f"CSLNetwork: no decoder for modality {name!r}")
+        self.decoders = nn.ModuleDict(dec)
+
+    def latent(self, f: QueryFeatures) -> torch.Tensor:
+        """``(n, K)`` latent program activities."""
+        return self.operator(f)
+
+    def latent_seen_by(
+        self, name: str, f: QueryFeatures, z: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The latent decoder ``name`` reads at ``rows`` of ``f``: ``z[rows]``, or ``z(t − lag)`` for a lagged decoder.
+
+        Args:
+            name: Decoder (modality) name.
+            f: Conditions.
+            z: ``(n, K)`` latent of ``f`` at the measurement time.
+            rows: Row indices (default all).
+
+        """
+        lag = getattr(self.decoders[name], "lag_h", None)
+        if lag is None:
+            return z if rows is None else z[rows]
+        sub = f if rows is None else f.take(rows)
+        shifted = QueryFeatures(sub.target, sub.log10_dose, (sub.time_h - lag).clamp_min(0.0), sub.cell_line, sub.site)
+        return self.operator(shifted)
+
+    def calibrate(self, wd: WellData) -> None:
+        """Set data-derived buffers and starting values of the decoders."""
+        for name, block in wd.blocks.items():
+            if name in self.decoders:
+                site = wd.features.site[block.query]
+                self.decoders[name].calibrate(block, site, self.n_sites)
+
+    def loss(
+        self,
+        wd: WellData,
+        weights: dict[str, torch.Tensor] | None = None,
+        modalities: tuple[str, ...] | None = None,
+    ) -> LossOutput:
+        """Negative log posterior per specimen.
+
+        Args:
+            wd: Specimens per modality.
+            weights: Modality → ``(W,)`` specimen weights (bootstrap counts);
+                default 1.
+            modalities: Only these modalities (default every observed one).
+
+        Returns:
+            :class:`LossOutput` with parts ``nll_<modality>`` (per specimen)
+            and ``prior``.
+
+        """
+        z_all = self.latent(wd.features)
+        parts, n_obs = {}, {}
+        n_total = 0.0
+        nll_sum = torch.zeros(())
+        used = []
+        for name, block in wd.blocks.items():
+            if name not in self.decoders or (modalities is not None and name not in modalities):
+                continue
+            w = weights[name] if weights is not None else torch.ones(len(block.query))
+            if not bool((w > 0).any()):
+                continue  # nothing of this modality observed (or all resampled away)
+            used.append(name)
+            keep = w > 0  # zero-weight specimens are skipped outright (even NaN readouts)
+            sub = block if bool(keep.all()) else block.select(keep)
+            q = sub.query
+            z = self.latent_seen_by(name, wd.features, z_all, q)
+            nll = self.decoders[name].nll(z, wd.features.site[q], sub, w[keep])
+            nw = float(w.sum())
+            n_obs[name] = nw
+            n_total += nw
+            parts[f"nll_{name}"] = nll / max(nw, 1.0)
+            nll_sum = nll_sum + nll
+        pen = self.operator.penalty()
+        prior = sum(PRIOR_WEIGHTS[k] * v for k, v in pen.items())
+        prior = prior + PRIOR_WEIGHTS["decoders"] * sum(self.decoders[n].penalty() for n in used)
+        denom = max(n_total, 1.0)
+        parts["prior"] = prior / denom
+        return LossOutput(total=(nll_sum + prior) / denom, parts=parts, n_obs=n_obs)
+
+    def readouts(
+        self, f: QueryFeatures, names: tuple[str, ...] | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Mean and aleatoric variance per readout for ``n`` conditions.
+
+        Returns:
+            Readout → ``((n, F) mean, (n, F) variance)``; ``"programs"`` has zero variance.
+
+        """
+        z = self.latent(f)
+        out = {"programs": (z, torch.zeros_like(z))}
+        for name, dec in self.decoders.items():
+            if names is None or name in names:
+                out[name] = dec.readout(self.latent_seen_by(name, f, z), f.site)
+        return out

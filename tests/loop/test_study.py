@@ -1,0 +1,134 @@
+"""The closed loop end to end: every strategy, resume after crashes, flaky oracles, bad CLI values."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from loop_fakes import FlakyFactory
+
+from acquisition.registry import STRATEGIES
+from loop import faults
+from loop.config import RunConfig
+from loop.distributed import OracleFailed
+from loop.ledger import Ledger
+from loop.rounds import METRIC_COLUMNS, RoundStatus, RoundStore
+from loop.run import main
+from loop.study import Study
+
+FAST = dict(world="small", budget=14.0, batch_size=4, n_members=2, initial_size=4, heldout_per_axis=2,
+            time_limit_s=3.0, model={"max_steps": 120, "warm_steps": 40})
+TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
+
+
+def _config(**kw) -> RunConfig:
+    return RunConfig(**{**FAST, **kw})
+
+
+def _assert_same_run(a, b):
+    la, lb = Ledger(a), Ledger(b)
+    assert la.rounds() == lb.rounds()
+    for r in la.rounds():
+        x, y = la.read_round(r), lb.read_round(r)
+        assert x.query_ids == y.query_ids, f"round {r}"
+        for m in x.modalities:
+            np.testing.assert_array_equal(x.modalities[m].X, y.modalities[m].X)
+    ma = pd.read_parquet(a / "metrics.parquet").drop(columns=TIMINGS)
+    mb = pd.read_parquet(b / "metrics.parquet").drop(columns=TIMINGS)
+    pd.testing.assert_frame_equal(ma, mb)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.names)
+def test_every_strategy_runs_end_to_end(strategy, tmp_path, ray_session):
+    root = tmp_path / "run"
+    metrics = Study.create(root, _config(strategy=strategy, seed=1)).run()
+    assert (root / "checkpoints" / "finished.json").is_file()
+    assert list(metrics["round"]) == list(range(len(metrics))) == Ledger(root).rounds()
+    assert metrics["spent"].is_monotonic_increasing and metrics["spent"].iloc[-1] <= FAST["budget"] + 1e-9
+    assert FAST["budget"] - metrics["spent"].iloc[-1] < 1.0  # spent down to less than one scRNA well
+    assert set(METRIC_COLUMNS) <= set(metrics.columns)
+    assert any(c.startswith("ident_") for c in metrics.columns)
+    assert metrics["identifiability"].between(0, 1).all()
+    assert metrics["risk"].notna().all()
+    store = RoundStore(root)
+    for r in metrics["round"]:
+        assert store.read_status(r)["status"] is RoundStatus.SCORED
+        assert store.proposal_path(r).is_file() and store.model_path(r).is_file()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, ray_session):
+    root = tmp_path_factory.mktemp("ref") / "run"
+    Study.create(root, _config(strategy="uncertainty", seed=2)).run()
+    return root
+
+
+@pytest.mark.parametrize("point", ["0:proposed", "0:measured", "1:fitted", "1:scored", "2:measured"])
+def test_crash_and_resume_equals_uninterrupted(point, reference, tmp_path, monkeypatch, ray_session):
+    root = tmp_path / "run"
+    monkeypatch.setenv(faults.ENV, point)
+    with pytest.raises(faults.InjectedCrash):
+        Study.create(root, _config(strategy="uncertainty", seed=2)).run()
+    r, status = point.split(":")
+    assert RoundStore(root).read_status(int(r))["status"] is RoundStatus[status.upper()]
+    monkeypatch.delenv(faults.ENV)
+    Study.open(root).run()
+    _assert_same_run(reference, root)
+
+
+def test_flaky_oracle_is_survived(reference, tmp_path, ray_session):
+    root = tmp_path / "run"
+    Study.create(root, _config(strategy="uncertainty", seed=2), oracle_factory=FlakyFactory(2, every=3),
+                 local_oracle=True, oracle_backoff_s=0.01).run()
+    _assert_same_run(reference, root)
+
+
+def test_failing_oracle_stops_cleanly_and_resumes(reference, tmp_path, ray_session):
+    root = tmp_path / "run"
+    study = Study.create(root, _config(strategy="uncertainty", seed=2), oracle_factory=FlakyFactory(2, every=1),
+                         local_oracle=True, oracle_backoff_s=0.01)
+    with pytest.raises(OracleFailed, match="instrument offline"):
+        study.run()
+    assert not Ledger(root).rounds()  # nothing half-written
+    Study.open(root).run()
+    _assert_same_run(reference, root)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budget", "-5"], "--budget must be positive"),
+        (["--strategy", "psychic"], "unknown strategy 'psychic'"),
+        (["--oracle", "lab", "--data", "nope.h5ad"], "--data nope.h5ad: no such file"),
+        (["--oracle", "lab"], "--oracle lab needs --data"),
+        (["--world", "huge"], "--world must be one of"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--config", "missing.toml"], "--config missing.toml: no such file"),
+    ],
+)
+def test_bad_cli_values_exit_nonzero_with_one_line(argv, message, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_foreign_or_mismatched_run_folders_are_refused(reference, tmp_path, capsys):
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    assert main(["--resume", str(tmp_path / "foreign")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "foreign")]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["--resume", str(reference), "--seed", "99"]) == 2
+    assert "seed=2, not 99" in capsys.readouterr().err
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
+
+
+def test_truncated_shard_is_reported_on_resume(reference, tmp_path):
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(reference, root)
+    shard = Ledger(root).path(1)
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(ValueError, match="round-0001.parquet: unreadable Parquet"):
+        Study.open(root).run()
