@@ -74,8 +74,11 @@ def test_ingest_equals_direct_measurement(run, direct):
         ingest(run, path)
 
 
-def _molecular_row(table: pd.DataFrame) -> int:
-    return int(np.flatnonzero(table["modality"].to_numpy() == "molecular")[0])
+def _molecular_row(table: pd.DataFrame, layout: PlateLayout) -> int:
+    """A molecular readout row of a perturbed (non-control) well."""
+    perturbed = set(layout.table.loc[layout.table["perturbation"].str.contains("[A-Z]", regex=True), "query_id"])
+    rows = (table["modality"].to_numpy() == "molecular") & table["query_id"].isin(perturbed).to_numpy()
+    return int(np.flatnonzero(rows)[0])
 
 
 def _rna_col(table: pd.DataFrame) -> str:
@@ -90,7 +93,7 @@ def _set(table, row, col, value):
 
 
 def _bad_cases(table: pd.DataFrame, layout: PlateLayout):
-    r = _molecular_row(table)
+    r = _molecular_row(table, layout)
     first = table.iloc[[r]]
     rna_row = int(np.flatnonzero(table["modality"].to_numpy() == "rna")[0])
     empty = layout.table[layout.table["role"] == "empty"].iloc[0]
