@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with any of these settings")
     p.add_argument("--quiet", action="store_true", help="print only the run path and the final summary")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     return p
 
 
@@ -94,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; resume with: python -m loop.run --resume {study.root}", file=sys.stderr)
         return 130
+    if not args.no_report:
+        from loop.report import render
+
+        try:
+            render(study.root)
+        except Exception as exc:  # noqa: BLE001 - the run itself is complete; a report failure must not hide it
+            print(f"warning: report.html not written ({type(exc).__name__}: {exc}); "
+                  f"retry with python -m loop.report {study.root}", file=sys.stderr)
     print(summary_line(study.root, metrics, time.perf_counter() - t0))
     return 0
 
