@@ -132,3 +132,27 @@ def test_truncated_shard_is_reported_on_resume(reference, tmp_path):
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(ValueError, match="round-0001.parquet: unreadable Parquet"):
         Study.open(root).run()
+
+
+def test_kill_9_then_resume_from_the_command_line(reference, tmp_path):
+    """A real SIGKILL mid-run (CSLAB_FAULT_MODE=kill), then ``--resume``: same run as uninterrupted."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**FAST, "strategy": "uncertainty", "seed": 2}))
+    root = tmp_path / "run"
+    env = {**os.environ, faults.ENV: "1:measured", faults.MODE_ENV: "kill"}
+    cmd = [sys.executable, "-m", "loop.run", "--config", str(cfg), "--quiet", "--no-report"]
+    killed = subprocess.run([*cmd, "--out", str(root)], env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert RoundStore(root).read_status(1)["status"] is RoundStatus.MEASURED
+    env = {k: v for k, v in os.environ.items() if k not in (faults.ENV, faults.MODE_ENV)}
+    resumed = subprocess.run([sys.executable, "-m", "loop.run", "--resume", str(root), "--quiet", "--no-report"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "identifiability" in resumed.stdout.splitlines()[-1]
+    _assert_same_run(reference, root)
