@@ -198,6 +198,6 @@ def test_non_query_raises(world):
 def test_small_preset_is_fast(world):
     qs = _queries(world, 20, seed=9)
     world.measure(qs)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: does not grow when other jobs load the machine
     world.measure(qs)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.process_time() - t0 < 0.5
