@@ -30,7 +30,6 @@ import numpy as np
 from acquisition.base import Strategy
 from acquisition.registry import register
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query
-from experiment_design.assays import RNA
 
 
 def middle_out(n: int) -> list[int]:
@@ -42,14 +41,6 @@ def middle_out(n: int) -> list[int]:
             if 0 <= j < n and j not in out:
                 out.append(j)
     return out[:n]
-
-
-def rna_assay(space: DesignSpace) -> str:
-    """``"scrna"`` if present, else the cheapest single-modality RNA assay, else the cheapest assay."""
-    if "scrna" in space.assay_index:
-        return "scrna"
-    rna = [a for a in space.assays if a.modalities == (RNA,)]
-    return min(rna or space.assays, key=lambda a: a.cost).name
 
 
 @register("dose_grid")
@@ -82,7 +73,7 @@ class DoseGridStrategy(Strategy):
         """The fixed design, in order (lazy; pairs grow as targets² · n_pair_doses²)."""
         lo, hi = space.time_range_h
         times = [min(max(t, lo), hi) for t in self.times_h]
-        assay = rna_assay(space)
+        assay = space.rna_assay()
         if space.pool:
             members = [query for query in space.pool if query.assay == assay] or list(space.pool)
             yield from sorted(members, key=lambda query: (

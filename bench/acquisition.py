@@ -11,8 +11,8 @@ configuration runs in a fresh subprocess (one thread) and reports the wall
 time of ``propose`` and its peak resident memory above the process's memory
 just before the call (``ru_maxrss`` minus ``VmRSS``). Sweeps: every strategy
 at pool 1e2 / 1e3 / 1e4 (q = 8, M = 8); ``eig``, ``nipv``, ``cost_aware`` at
-q = 1 / 8 / 32 (pool 1e4); ``eig`` at M = 4 / 8 / 16. ``--quick``: pools
-1e2 / 1e3, q 1 / 8, M 8. Prints a table, writes
+q = 1 / 8 / 32 (pool 1e4); ``eig`` at M = 4 / 8 / 16. ``--quick`` (the
+smoke test): ``random`` and ``eig`` at pool 1e2, ``cost_aware`` at pool 1e3, q 1. Prints a table, writes
 ``bench/results/acquisition.json`` and prints a one-line summary last.
 """
 
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "acquisition.json"
+RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "acquisition.json"
 FAKES = ROOT / "tests" / "acquisition" / "fakes.py"
 WIDTHS = {"rna": 200, "adt": 30, "morphology": 48, "molecular": 8, "spatial": 200}
 MODEL_FREE = ("random", "sobol", "dose_grid")
@@ -76,20 +76,22 @@ def run_one(strategy: str, pool: int, q: int, members: int, seed: int = 0) -> di
 
 def configs(quick: bool) -> list[tuple[str, int, int, int]]:
     """(strategy, pool, q, members) to run."""
+    if quick:  # the smoke test's sizes: each path once (model-free, BoTorch-backed, q = 1), a few seconds
+        return [("random", 100, 8, 8), ("eig", 100, 8, 8), ("cost_aware", 1000, 1, 8)]
     names = ["random", "sobol", "dose_grid", "uncertainty", "disagreement", "eig", "nipv", "discovery", "cost_aware"]
-    pools = (100, 1000) if quick else (100, 1000, 10_000)
+    pools = (100, 1000, 10_000)
     out = [(s, p, 8, 8) for s in names for p in pools if s not in MODEL_FREE or p == pools[0]]
     big = pools[-1]
-    for q in (1, 32) if not quick else (1,):
+    for q in (1, 32):
         out += [(s, big, q, 8) for s in ("eig", "nipv", "cost_aware")]
-    for m in (4, 16) if not quick else ():
+    for m in (4, 16):
         out.append(("eig", big, 8, m))
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.acquisition")
-    ap.add_argument("--quick", action="store_true", help="pools up to 1e3, q 1 / 8, M 8")
+    ap.add_argument("--quick", action="store_true", help="three proposals (random, eig, cost_aware), pools <= 1e3")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config and print the result
     args = ap.parse_args(argv)
     if args.one:

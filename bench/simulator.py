@@ -26,7 +26,7 @@ import numpy as np
 from experiment_design import Query
 from simulators import make_world
 
-RESULTS = Path(__file__).resolve().parent / "results" / "simulator.json"
+RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", Path(__file__).resolve().parent / "results")) / "simulator.json"
 
 
 def _best_of(fn, repeats: int) -> float:

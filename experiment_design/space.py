@@ -48,8 +48,11 @@ class DesignSpace:
     max_order: int = 3
     pool: tuple[Query, ...] = ()
     held_out_contexts: tuple[Context, ...] = ()
+    held_out_target_sets: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "held_out_target_sets",
+                           tuple(sorted({tuple(sorted(ts)) for ts in self.held_out_target_sets})))
         object.__setattr__(self, "held_out_contexts", tuple(self.held_out_contexts))
         object.__setattr__(self, "pool", tuple(q.with_replicates(1) for q in self.pool))
         object.__setattr__(self, "targets", tuple(self.targets))
@@ -105,12 +108,19 @@ class DesignSpace:
         return [c for c in self.contexts if c not in self.held_out_contexts]
 
     def admissible(self, query: Query) -> bool:
-        """Whether ``query`` may be proposed: valid, in the pool (if any), not in a held-out context."""
+        """Whether ``query`` may be proposed: valid, in the pool (if any), not held out for evaluation."""
         try:
             self.validate(query)
         except ValueError:
             return False
         return True
+
+    def rna_assay(self) -> str:
+        """The plain RNA assay: ``scrna`` if present, else the cheapest RNA-only assay, else the cheapest assay."""
+        if "scrna" in self.assay_index:
+            return "scrna"
+        rna = [a for a in self.assays if a.modalities == ("rna",)]
+        return min(rna or self.assays, key=lambda a: a.cost).name
 
     def target(self, name: str) -> Target:
         """The target called ``name``."""
@@ -160,6 +170,8 @@ class DesignSpace:
             )
         if query.replicates < 1:
             raise ValueError(f"{where}: replicates must be >= 1, got {query.replicates}")
+        if p.targets in self.held_out_target_sets:
+            raise ValueError(f"{where}: combination {p.label} is held out for evaluation")
         if query.context in self.held_out_contexts:
             raise ValueError(f"{where}: context {query.context.cell_line}/{query.context.site} is held out for "
                              "evaluation")
@@ -229,13 +241,17 @@ class DesignSpace:
         probs = probs / probs.sum()
         assays = list(assays) if assays is not None else [a.name for a in self.assays]
         lo_t, hi_t = self.time_range_h
-        out = []
-        for _ in range(n):
+        out: list[Query] = []
+        for _ in range(100 * n + 100):
+            if len(out) == n:
+                break
             order = int(rng.choice(len(probs), p=probs))
             order = min(order, len(self.targets))
             idx = rng.choice(len(self.targets), size=order, replace=False)
             names = [self.targets[i].name for i in idx]
             doses = [float(self.unit_to_dose(self.targets[i].kind, rng.uniform())) for i in idx]
+            if tuple(sorted(names)) in self.held_out_target_sets:
+                continue  # a combination kept for evaluation: draw again
             out.append(
                 Query(
                     Perturbation(tuple(names), tuple(doses)),
@@ -244,6 +260,8 @@ class DesignSpace:
                     assays[int(rng.integers(len(assays)))],
                 )
             )
+        if len(out) < n:
+            raise ValueError("sample: the held-out combinations leave almost nothing to draw at these orders")
         return out
 
     def grid(
@@ -277,6 +295,8 @@ class DesignSpace:
             if order > self.max_order:
                 raise ValueError(f"grid: order {order} exceeds max_order {self.max_order}")
             for combo in combinations(self.targets, order):
+                if tuple(sorted(t.name for t in combo)) in self.held_out_target_sets:
+                    continue
                 series = [self.dose_series(t.name, n_doses) for t in combo]
                 for doses in product(*series):
                     perts.append(Perturbation(tuple(t.name for t in combo), tuple(doses)))
@@ -313,6 +333,7 @@ class DesignSpace:
             "max_order": self.max_order,
             "pool": [q.to_dict() for q in self.pool],
             "held_out_contexts": [c.to_dict() for c in self.held_out_contexts],
+            "held_out_target_sets": [list(ts) for ts in self.held_out_target_sets],
         }
 
     @classmethod
@@ -327,4 +348,5 @@ class DesignSpace:
             max_order=int(d["max_order"]),
             pool=tuple(Query.from_dict(q) for q in d.get("pool", ())),
             held_out_contexts=tuple(Context.from_dict(c) for c in d.get("held_out_contexts", ())),
+            held_out_target_sets=tuple(tuple(ts) for ts in d.get("held_out_target_sets", ())),
         )

@@ -87,10 +87,21 @@ class RunConfig:
             raise ValueError("--oracle lab needs --data FILE")
         if self.data and not Path(self.data).is_file():
             raise ValueError(f"--data {self.data}: no such file")
+        if self.data:  # stored absolute, so --resume works from any folder
+            self.data = str(Path(self.data).resolve())
         if not 0 < self.initial_budget_fraction <= 1:
             raise ValueError(f"initial_budget_fraction must be in (0, 1], got {self.initial_budget_fraction}")
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.initial_size < 0 or self.heldout_per_axis < 0:
+            raise ValueError("initial_size and heldout_per_axis must be >= 0")
+        if not self.time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be positive, got {self.time_limit_s}")
+        from models.fitting import FitConfig
+
+        unknown = sorted(set(self.model) - {f.name for f in fields(FitConfig)})
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}; known: {sorted(f.name for f in fields(FitConfig))}")
         for name, cost in self.costs.items():
             if not float(cost) > 0:
                 raise ValueError(f"cost of assay {name!r} must be positive, got {cost}")

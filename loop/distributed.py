@@ -72,9 +72,9 @@ class OracleActor:
         torch.set_num_threads(1)
         self.oracle = factory()
 
-    def measure(self, queries: Sequence, layout: dict | None = None) -> object:
+    def measure(self, queries: Sequence, layout: dict | None = None, **kwargs: object) -> object:
         """Forward to the oracle."""
-        return self.oracle.measure(queries, layout=layout)
+        return self.oracle.measure(queries, layout=layout, **kwargs)
 
 
 class OracleClient:
@@ -94,8 +94,8 @@ class OracleClient:
         self._local = factory() if local else None
         self._actor = None if local else OracleActor.remote(factory)
 
-    def measure(self, queries: Sequence, layout: dict | None = None) -> object:
-        """Measure with retries.
+    def measure(self, queries: Sequence, layout: dict | None = None, **kwargs: object) -> object:
+        """Measure with retries (``kwargs`` go to the oracle, e.g. ``exclude`` for lab data).
 
         Raises:
             ValueError: At once, if the oracle rejects a query (retrying cannot help).
@@ -105,8 +105,8 @@ class OracleClient:
         for attempt in range(self.attempts):
             try:
                 if self._local is not None:
-                    return self._local.measure(queries, layout=layout)
-                return ray.get(self._actor.measure.remote(list(queries), layout))
+                    return self._local.measure(queries, layout=layout, **kwargs)
+                return ray.get(self._actor.measure.remote(list(queries), layout, **kwargs))
             except ValueError:
                 raise
             except ray.exceptions.RayTaskError as exc:

@@ -85,6 +85,31 @@ class HeldOut:
         held = {q.context for q in self.sets.get("context", ())} - other
         return tuple(sorted(held, key=lambda c: (c.cell_line, c.site)))
 
+    @property
+    def held_target_sets(self) -> tuple:
+        """Target sets of the held-out combinations (never proposed at any dose)."""
+        return tuple(sorted({q.perturbation.targets for qs in self.sets.values() for q in qs
+                             if q.perturbation.order >= 2}))
+
+    def restrict(self, space: DesignSpace) -> DesignSpace:
+        """The space to propose from: held-out contexts and combinations closed, pool less blocked conditions."""
+        import dataclasses
+
+        pool = tuple(q for q in space.pool if not self.blocked(q))
+        if space.pool and not pool:
+            raise ValueError("every condition of the data is held out for evaluation; lower heldout_per_axis")
+        return dataclasses.replace(space, pool=pool, held_out_contexts=self.held_contexts,
+                                   held_out_target_sets=self.held_target_sets)
+
+    def specimens(self) -> set[str]:
+        """Specimens the stress sets used (lab data: never handed out again)."""
+        out: set[str] = set()
+        for axis in self.sets:
+            if self.path(axis).is_file():
+                batch = MeasurementBatch.from_arrow(read_table(self.path(axis)))
+                out.update(s for m in batch.modalities.values() for s in m.obs[keys.SPECIMEN])
+        return out
+
     def path(self, axis: str) -> Path:
         """Stored measurements of one axis."""
         return self.dir / f"{axis}.parquet"

@@ -84,8 +84,8 @@ def ingest(run: str | Path, readout: str | Path, allow_missing: bool = False) ->
         r = pending_round(store)
     except ValueError as exc:
         raise ReadoutError(f"{path}: {exc}; a well already measured is never overwritten") from None
-    if ledger.path(r).exists():
-        raise ReadoutError(f"{path}: round {r} already has measurements; a measured well is never overwritten")
+    # The round's status, not a shard on disk, says whether it was measured: a shard left by an ingest that
+    # crashed before recording the status is replaced (pending_round refuses rounds already measured).
     lp = layout_path(run, r)
     if not lp.is_file():
         raise ReadoutError(f"{path}: round {r} has no plate layout; run python -m loop.propose --run {run} first")
@@ -154,12 +154,13 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
         groups.setdefault(mod, []).append((q, rep, plate, well, unit, i))
     if units is None:
         _no_duplicate_wells(queries_by_row, mods, path)
-    measured = {(q.query_id, rep) for q, rep, _ in queries_by_row}
-    expected = {(q.query_id, int(r)) for q, r in _layout_specimens(layout)}
+    measured = {(q.query_id, rep, mod) for (q, rep, _), mod in zip(queries_by_row, mods, strict=True)}
+    expected = {(q.query_id, int(r), m) for q, r in _layout_specimens(layout) for m in space.assay(q.assay).modalities}
     missing = sorted(expected - measured)
     if missing and not allow_missing:
-        raise ReadoutError(f"{path}: {len(missing)} specimen(s) of the layout have no readout, e.g. "
-                           f"query {missing[0][0]} replicate {missing[0][1]}; pass --allow-missing for partial plates")
+        qid, rep, mod = missing[0]
+        raise ReadoutError(f"{path}: {len(missing)} readout(s) of the layout are missing, e.g. {mod} of query {qid} "
+                           f"replicate {rep}; pass --allow-missing for partial plates")
     order = {(q.query_id, r): k for k, (q, r) in enumerate(_layout_specimens(layout))}
     out = {}
     for mod, rows in groups.items():

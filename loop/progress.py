@@ -19,7 +19,7 @@ class RunProgress:
 
     def __init__(self, budget: float, quiet: bool = False, console: Console | None = None) -> None:
         self.budget, self.quiet = budget, quiet
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed:.1f}/{task.total:.0f} units"),

@@ -129,8 +129,8 @@ def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max
         RecoveryUnavailable: Lab run, no checkpoint, or the model / simulator API missing.
     """
     model, gt, space = _load(run)
-    ctx, t_h = space.contexts[0], float(space.time_range_h[1])
-    assay = "scrna" if "scrna" in space.assay_index else space.assays[0].name
+    ctx, t_h = space.open_contexts[0], float(space.time_range_h[1])
+    assay = space.rna_assay()
     strength = np.abs(np.asarray(gt.total_effect)).max(axis=1)
     chosen = [int(j) for j in np.argsort(-strength)[:n_targets]]
     names = list(gt.targets)

@@ -21,19 +21,18 @@ DEFAULTS = RunConfig()
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (defaults shown in ``--help``)."""
-    p = argparse.ArgumentParser(
-        prog="python -m loop.run", description="Closed-loop active learning on a CSL model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = argparse.ArgumentParser(prog="python -m loop.run", description="Closed-loop active learning on a CSL model.")
     p.add_argument("--budget", type=float, default=None, help=f"total budget in cost units ({DEFAULTS.budget:g})")
     p.add_argument("--strategy", default=None, help=f"acquisition strategy ({DEFAULTS.strategy})")
     p.add_argument("--seed", type=int, default=None, help=f"root seed ({DEFAULTS.seed})")
     p.add_argument("--batch-size", type=int, default=None, help=f"queries per round ({DEFAULTS.batch_size})")
     p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({DEFAULTS.world})")
-    p.add_argument("--oracle", default=None, help=f"sim or lab ({DEFAULTS.oracle})")
+    p.add_argument("--oracle", default=None,
+                   help=f"sim (simulator), lab (measured data, pool mode) or plates (prospective) ({DEFAULTS.oracle})")
     p.add_argument("--data", default=None, help="lab data file for --oracle lab (.h5ad, .csv, .parquet)")
     p.add_argument("--out", default=None, help="run folder (default runs/<strategy>-seed<N>-<time>)")
-    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (its stored settings; --address and --workers may change)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
     p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with any of these settings")
@@ -70,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         config, explicit = config_from_args(args)
         if args.resume:
             study = Study.open(args.resume, expect=explicit)
+            # Where it runs may change between sessions; what it computes may not (Study.open checks that).
+            study.config.address = args.address or study.config.address
+            study.config.workers = args.workers or study.config.workers
         else:
             config.validate()
             out = Path(args.out) if args.out else Path("runs") / (
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
               f"run the plates, python -m loop.ingest --run {study.root} READOUT.csv, then "
               f"python -m loop.run --resume {study.root}")
         return 0
+    except ValueError as exc:  # a bad file or setting met during the run (truncated checkpoint, bad control time)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OracleFailed as exc:
         print(f"error: {exc}. Everything measured so far is kept; resume with: "
               f"python -m loop.run --resume {study.root}", file=sys.stderr)

@@ -57,14 +57,13 @@ class SimulatorFactory:
 
 @dataclasses.dataclass(frozen=True)
 class LabFactory:
-    """Builds the lab data adapter (picklable); ``exclude`` = specimens already used."""
+    """Builds the lab data adapter (picklable)."""
 
     path: str
-    exclude: tuple[str, ...] = ()
 
     def __call__(self) -> object:
         """Read the data."""
-        return LabAdapter.from_file(self.path, exclude=self.exclude)
+        return LabAdapter.from_file(self.path)
 
 
 class AwaitingReadout(Exception):  # noqa: N818 - a state, not an error
@@ -127,8 +126,8 @@ class Study:
         # Prospective (plates) runs have no oracle to measure stress sets with.
         self.heldout = (HeldOut(root, self.space, config.seed, config.heldout_per_axis)
                         if config.heldout_per_axis > 0 and config.oracle != "plates" else None)
-        if self.heldout is not None and self.heldout.held_contexts:
-            self.space = dataclasses.replace(self.space, held_out_contexts=self.heldout.held_contexts)
+        if self.heldout is not None:
+            self.space = self.heldout.restrict(self.space)
         self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed, **config.model)
         self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s)
 
@@ -146,6 +145,10 @@ class Study:
             raise RunFolderError(f"{root} exists and is not empty{hint}; refusing to overwrite")
         config.validate()
         study = cls(root, config, **kwargs)
+        lo, hi = study.space.time_range_h
+        bad = [t for t in config.initial_controls_h if not lo <= t <= hi]
+        if bad and not study.space.pool:
+            raise ValueError(f"initial_controls_h {bad} lie outside the time range [{lo}, {hi}] h")
         write_json(root / "config.json", {
             "config": config.to_dict(), "space": study.space.to_dict(), "versions": versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -194,15 +197,9 @@ class Study:
     def oracle(self) -> OracleClient:
         """The oracle client (the Ray actor starts on first use)."""
         if self._oracle is None:
-            factory = self._oracle_factory
-            if isinstance(factory, LabFactory):
-                used = set()
-                for m in self.ledger.load().modalities.values():
-                    used.update(m.obs[keys.SPECIMEN])
-                factory = dataclasses.replace(factory, exclude=tuple(sorted(used)))
             if not self._local_oracle:
                 self._ensure_ray()
-            self._oracle = OracleClient(factory, backoff_s=self._backoff_s, local=self._local_oracle)
+            self._oracle = OracleClient(self._oracle_factory, backoff_s=self._backoff_s, local=self._local_oracle)
         return self._oracle
 
     def _ensure_ray(self) -> None:
@@ -262,7 +259,11 @@ class Study:
         if self.heldout is None:
             return
         for axis in self.heldout.missing():
-            self.heldout.store(axis, self.oracle.measure(self.heldout.sets[axis]))
+            if self._lab is not None:  # stateless hand-out: earlier axes' specimens are excluded explicitly
+                batch = self.oracle.measure(self.heldout.sets[axis], exclude=sorted(self.heldout.specimens()))
+            else:
+                batch = self.oracle.measure(self.heldout.sets[axis])
+            self.heldout.store(axis, batch)
 
     def _training_data(self, upto: int) -> MeasurementBatch:
         """The ledger up to a round, less what the stress sets hold out."""
@@ -294,7 +295,7 @@ class Study:
                 self._end_reason = "budget spent"
                 return False
             ledger = self.ledger.load(upto=r - 1)
-            space = self._open_space(ledger)
+            space = self._open_space(r)
             if self._lab is not None and not space.pool:
                 self._end_reason = "every stored specimen measured"
                 return False
@@ -303,6 +304,9 @@ class Study:
             queries = [q for q in queries if not self.heldout.blocked(q)]
         for q in queries:
             self.space.validate(q)
+        if not queries and r == 0:
+            raise ValueError(f"round 0: the initial design has no admissible query within {left:.1f} units "
+                             "(check the budget, initial_size and the held-out stress sets)")
         if not queries:
             self._end_reason = "nothing admissible fits the budget left"
             return False
@@ -314,19 +318,28 @@ class Study:
         faults.checkpoint(r, "proposed")
         return True
 
-    def _open_space(self, ledger: MeasurementBatch) -> DesignSpace:
+    def _used_specimens(self, upto: int) -> set[str]:
+        """Specimens handed out by rounds ``<= upto`` that were measured, and by the stress sets.
+
+        Derived from disk, so a resumed run hands out exactly what an uninterrupted one does.
+        """
+        used = self.heldout.specimens() if self.heldout is not None else set()
+        rounds = [r for r in range(upto + 1) if (self.store.read_status(r) or {}).get("status", 0) >= S.MEASURED]
+        for r in rounds:
+            used.update(s for m in self.ledger.read_round(r).modalities.values() for s in m.obs[keys.SPECIMEN])
+        return used
+
+    def _open_space(self, r: int) -> DesignSpace:
         """The space to propose from: for lab data, the pool less conditions with no specimen left."""
         if self._lab is None:
             return self.space
-        used = {s for m in ledger.modalities.values() for s in m.obs[keys.SPECIMEN]}
-        left = [q for q in self.space.pool
-                if sum(s not in used for s in self._lab.specimens(q.query_id)) > 0
-                and (self.heldout is None or not self.heldout.blocked(q))]
+        used = self._used_specimens(r - 1)
+        left = [q for q in self.space.pool if any(s not in used for s in self._lab.specimens(q.query_id))]
         return dataclasses.replace(self.space, pool=tuple(left))
 
     def _initial_design(self, left: float, rng: np.random.Generator) -> list[Query]:
         """Controls in every context, then a space-filling (Sobol) set."""
-        assay = "scrna" if "scrna" in self.space.assay_index else self.space.assays[0].name
+        assay = self.space.rna_assay()
         if self.space.pool:  # measured data: one stored control per context, where there is one
             by_context = {}
             for q in self.space.pool:
@@ -335,7 +348,7 @@ class Study:
             controls = list(by_context.values())
         else:
             controls = [Query(Perturbation.control(), t, c, assay)
-                        for c in self.space.contexts for t in self.config.initial_controls_h]
+                        for c in self.space.open_contexts for t in self.config.initial_controls_h]
         filler = STRATEGIES.get("sobol")(time_limit_s=self.config.time_limit_s).propose(
             None, self.space, None, self.config.initial_size, left - self.space.cost(controls), rng)
         return STRATEGIES.get("sobol").fit_budget(controls + filler, self.space, left)
@@ -346,7 +359,9 @@ class Study:
         if self.config.oracle == "plates":
             raise AwaitingReadout(r)
         t0 = time.perf_counter()
-        batch = self.oracle.measure(self.store.read_proposal(r))
+        queries = self.store.read_proposal(r)
+        batch = (self.oracle.measure(queries, exclude=sorted(self._used_specimens(r - 1))) if self._lab is not None
+                 else self.oracle.measure(queries))
         self.ledger.append(r, batch)
         self.store.write_status(r, S.MEASURED, measure_s=time.perf_counter() - t0)
         faults.checkpoint(r, "measured")

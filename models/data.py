@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -175,6 +175,27 @@ class WellBlock:
 
 
 @dataclass
+class UnitData:
+    """Unit-level counts kept beside the pseudobulk, for the tissue lift ``L``.
+
+    Kept for spatial spots and for the RNA cells of specimens that also have
+    spots (dissociated cells of the same tissue).
+
+    Attributes:
+        x: ``(n, F)`` float32 counts of each unit (spot or cell).
+        row: ``(n,)`` row of the unit's specimen in the modality's :class:`WellBlock`.
+        unit: ``(n,)`` unit index within its specimen (spot order of the patch).
+        replicate: ``(W,)`` replicate index of each block row.
+
+    """
+
+    x: np.ndarray
+    row: np.ndarray
+    unit: np.ndarray
+    replicate: np.ndarray
+
+
+@dataclass
 class WellData:
     """The whole ledger per specimen: one :class:`WellBlock` per modality.
 
@@ -182,12 +203,15 @@ class WellData:
         queries: Distinct queries, in first-seen order.
         features: Their tensors.
         blocks: Modality → block.
+        units: Modality → :class:`UnitData` (``"spatial"``, and ``"rna"`` of
+            specimens with spots), empty without spatial data.
 
     """
 
     queries: list[Query]
     features: QueryFeatures
     blocks: dict[str, WellBlock]
+    units: dict[str, UnitData] = field(default_factory=dict)
 
     @property
     def n_specimens(self) -> int:
@@ -222,7 +246,7 @@ def build_well_data(space: DesignSpace, data: MeasurementBatch) -> WellData:
     qids = first[keys.QUERY_ID].astype(str).tolist()
     queries = [_query_of(r) for _, r in first.iterrows()]
     qindex = {q: i for i, q in enumerate(qids)}
-    blocks = {}
+    blocks, raw = {}, {}
     for name, m in data.modalities.items():
         obs = m.obs
         spec = obs[keys.SPECIMEN].astype(str) if keys.SPECIMEN in obs else (
@@ -259,7 +283,30 @@ def build_well_data(space: DesignSpace, data: MeasurementBatch) -> WellData:
             tuple(str(p) for p in plates),
             tuple(str(s) for s in uniq),
         )
-    return WellData(queries, features_from_queries(space, queries), blocks)
+        raw[name] = (X, codes, obs)
+    return WellData(queries, features_from_queries(space, queries), blocks, _unit_data(blocks, raw))
+
+
+def _unit_data(blocks: dict[str, WellBlock], raw: dict[str, tuple]) -> dict[str, UnitData]:
+    """Unit-level counts of spatial spots and of RNA cells of specimens that have spots."""
+    if SPATIAL not in blocks:
+        return {}
+    with_spots = set(blocks[SPATIAL].specimens)
+    out = {}
+    for name in (SPATIAL, RNA):
+        if name not in raw:
+            continue
+        X, codes, obs = raw[name]
+        spec = np.asarray(blocks[name].specimens)
+        keep = np.isin(spec[codes], list(with_spots))
+        if not keep.any():
+            continue
+        unit = obs[keys.UNIT].to_numpy() if keys.UNIT in obs else np.zeros(len(obs), dtype=np.int64)
+        rep = obs[keys.REPLICATE].to_numpy() if keys.REPLICATE in obs else np.zeros(len(obs), dtype=np.int64)
+        first = pd.Series(np.arange(len(obs))).groupby(codes).first().to_numpy()
+        out[name] = UnitData(X[keep].astype(np.float32), codes[keep].astype(np.int64),
+                             np.asarray(unit)[keep].astype(np.int64), np.asarray(rep)[first].astype(np.int64))
+    return out
 
 
 def bootstrap_weights(wd: WellData, rng: np.random.Generator) -> dict[str, np.ndarray]:

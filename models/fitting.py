@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from experiment_design import DesignSpace
-from experiment_design.assays import MOLECULAR, MORPHOLOGY
+from experiment_design.assays import MOLECULAR, MORPHOLOGY, RNA, SPATIAL
 from models.data import WellData, bootstrap_weights, context_vocab
 from models.modules.network import CSLNetwork
 
@@ -36,6 +36,7 @@ class FitConfig:
         tol: Stop when the loss improved by less than this over 25 steps.
         propagate: Learn the program propagator.
         bootstrap: Resample specimens (members 1.. only; member 0 sees all data).
+        n_cell_types: Learned tissue cell types (spatial decoded through the RNA decoder).
 
     """
 
@@ -47,6 +48,7 @@ class FitConfig:
     tol: float = 1e-4
     propagate: bool = True
     bootstrap: bool = True
+    n_cell_types: int = 3
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -93,6 +95,11 @@ def latent_dim(data: WellData, config: FitConfig, state: dict | None) -> int:
     return config.n_programs
 
 
+def projects_spatial(var_names: dict) -> bool:
+    """Spatial spots are decoded through the RNA decoder when both are decoded with the same genes."""
+    return SPATIAL in var_names and RNA in var_names and list(var_names[SPATIAL]) == list(var_names[RNA])
+
+
 def build_network(space: DesignSpace, data: WellData, config: FitConfig, seed: int, state: dict | None) -> tuple:
     """A fresh network sized for ``data`` (and the previous state's modalities), warm-started.
 
@@ -110,7 +117,8 @@ def build_network(space: DesignSpace, data: WellData, config: FitConfig, seed: i
     gen = torch.Generator().manual_seed(int(seed))
     net = CSLNetwork(
         len(space.targets), K, len(lines), len(sites), ec50_init(space), dims, max(len(plates), 1),
-        generator=gen, propagate=config.propagate,
+        generator=gen, propagate=config.propagate, n_cell_types=config.n_cell_types,
+        project_spatial=projects_spatial(var_names),
     )
     if state is not None:
         _warm_load(net, state, plates)
@@ -226,6 +234,7 @@ def network_from_state(space: DesignSpace, state: dict, config: FitConfig) -> CS
     net = CSLNetwork(
         len(space.targets), int(state["n_programs"]), len(lines), len(sites), ec50_init(space),
         dict(state["feature_dims"]), max(len(state["plates"]), 1), propagate=config.propagate,
+        n_cell_types=config.n_cell_types, project_spatial=projects_spatial(state["var_names"]),
     )
     net.load_state_dict(state["net"])
     net.eval()

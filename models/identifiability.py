@@ -28,11 +28,22 @@ part               raw error ``e``                                       part ``
 ``direction``      1 − sign accuracy of Emax over direct pairs           1 − e
 ``interaction``    ½(1 − sign acc. over true interacting pairs)          1 − e
                    + ½ · mean |Δγ| / 0.5 over all pairs, capped at 1
-``cross_modal``    1 − mean corr² of predicted vs true ADT / morphology  1 − e
-                   readouts (per feature, over probes); 1 if undecoded
-``cross_scale``    1 − mean corr² of predicted spots (spatial decoder,   1 − e
-                   else the RNA decoder as cells projected to spots)
-                   vs true spot profiles; 1 if undecoded
+``cross_modal``    anchors in the data (≥ 4 specimens with RNA and ADT /  1 − e
+                   morphology): 1 − mean corr² between ADT / morphology
+                   translated from the RNA-inferred state of the same
+                   specimen and the observed ones (:mod:`models.translation`,
+                   member 0); no anchors: 1 − mean corr² of decoded vs true
+                   ADT / morphology over the probes; 1 if undecoded
+``cross_scale``    1 − mean corr² of predicted spots (spatial decoder =   1 − e
+                   cells projected through the RNA decoder, ``P``; else the
+                   RNA decoder) vs true spot profiles over the probes; with
+                   observed spots, averaged (½ / ½) with 1 − cycle R², the
+                   mean corr² over genes of log P(L(spots)) vs the observed
+                   spots (:mod:`models.cross_scale`); 1 if undecoded
+``lift``           mean total-variation distance ½ Σ_t |π̂ − π| between     1 − e
+                   the lifted (L) and the true per-spot cell-type
+                   composition (learned types mapped to the true type they
+                   correlate with most; member 0); 1 without observed spots
 =================  ====================================================  ===================
 
 Practical parts (no truth). ``target`` ``j``'s main program is ``argmax_k``
@@ -55,7 +66,16 @@ ln h ``0.5²``, Emax ``1``, ln τ ``1``.
 
 The index is the weighted mean of the parts, weights ``ec50`` 2,
 ``direction`` 2, every other truth part 1; ``contraction`` 2, every other
-practical part 1. Not scored (yet): profile likelihoods.
+practical part 1::
+
+    truth:     (latent_mcc + latent_r2 + 2·ec50 + hill + tau + 2·direction + interaction
+                + cross_modal + cross_scale + lift) / 12
+    practical: (2·contraction + fisher_min + fisher_cond + heldout) / 5
+
+In truth mode the anchors and spots are those of ``data`` (default: the
+model's last fit). Not parts, in ``raw``: ``lift_uniform`` (the ``lift`` error
+of a uniform composition), ``cycle`` (1 − cycle R²) and ``lift_state_r2`` (R²
+of the affine map from the lifted spot states to the true mean spot latents). Not scored (yet): profile likelihoods.
 """
 
 from __future__ import annotations
@@ -67,13 +87,15 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Perturbation, Query
+from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Perturbation, Query, keys
 from experiment_design.assays import ADT, MORPHOLOGY, RNA, SPATIAL
+from models.cross_scale import composition_error, cycle_r2, lift_spots, true_compositions
 from models.data import build_well_data
+from models.translation import translation_error
 
 TRUTH_WEIGHTS = {
     "latent_mcc": 1.0, "latent_r2": 1.0, "ec50": 2.0, "hill": 1.0, "tau": 1.0, "direction": 2.0,
-    "interaction": 1.0, "cross_modal": 1.0, "cross_scale": 1.0,
+    "interaction": 1.0, "cross_modal": 1.0, "cross_scale": 1.0, "lift": 1.0,
 }
 PRACTICAL_WEIGHTS = {"contraction": 2.0, "fisher_min": 1.0, "fisher_cond": 1.0, "heldout": 1.0}
 #: Main-program |Emax| below which a target counts as unidentified (practical mode).
@@ -152,7 +174,7 @@ def match_programs(model_z: np.ndarray, true_z: np.ndarray) -> tuple[np.ndarray,
     return perm, sign, float(np.abs(c[rows, cols]).sum() / true_z.shape[1])
 
 
-def _truth_parts(model, truth: GroundTruth, probe: list[Query]) -> tuple[dict, dict]:  # noqa: ANN001
+def _truth_parts(model, truth: GroundTruth, probe: list[Query], wd) -> tuple[dict, dict]:  # noqa: ANN001
     pred = model.predict(probe)
     mz, tz = pred.mean("programs"), truth.latent(probe)
     perm, sign, mcc = match_programs(mz, tz)
@@ -190,15 +212,35 @@ def _truth_parts(model, truth: GroundTruth, probe: list[Query]) -> tuple[dict, d
     mag_err = float(np.abs(gam - true_g)[off].mean()) if off.any() else 0.0
     raw["interaction"] = 0.5 * sign_err + 0.5 * min(mag_err / 0.5, 1.0)
     expected = truth.expected(probe)
-    cm = [_feature_r2(pred.mean(m), np.log(expected[m] + 1.0) if m == ADT else expected[m])
-          for m in (ADT, MORPHOLOGY) if m in pred.members and m in expected]
-    raw["cross_modal"] = 1.0 - float(np.mean(cm)) if cm else 1.0
+    translated = translation_error(model, wd) if wd is not None else None
+    if translated is not None:
+        raw["cross_modal"] = translated
+    else:  # no anchors in the data: decoded readouts vs the truth over the probes
+        cm = [_feature_r2(pred.mean(m), np.log(expected[m] + 1.0) if m == ADT else expected[m])
+              for m in (ADT, MORPHOLOGY) if m in pred.members and m in expected]
+        raw["cross_modal"] = 1.0 - float(np.mean(cm)) if cm else 1.0
     spot_src = SPATIAL if SPATIAL in pred.members else RNA if RNA in pred.members else None
     if spot_src is not None and SPATIAL in expected:
         e = expected[SPATIAL]
         raw["cross_scale"] = 1.0 - _feature_r2(pred.mean(spot_src), np.log(e / e.sum(1, keepdims=True) + 1e-8))
     else:
         raw["cross_scale"] = 1.0
+    lifted = lift_spots(model.networks[0], wd) if wd is not None else None
+    raw["lift"] = 1.0
+    if lifted is not None:
+        raw["cycle"] = 1.0 - cycle_r2(lifted)
+        raw["cross_scale"] = 0.5 * raw["cross_scale"] + 0.5 * raw["cycle"]
+        spot_truth = truth.extras.get("spot_truth")
+        if callable(spot_truth):
+            true_comp = true_compositions(lifted, wd, spot_truth)
+            raw["lift"] = composition_error(lifted.composition, true_comp)
+            raw["lift_uniform"] = composition_error(np.full_like(lifted.composition, 1.0 / lifted.composition.shape[1]),
+                                                    true_comp)
+            true_z = true_compositions(lifted, wd, spot_truth, key="latent")
+            Xs = np.c_[lifted.state, np.ones(len(true_z))]
+            res = true_z - Xs @ np.linalg.lstsq(Xs, true_z, rcond=None)[0]
+            r2_state = 1.0 - (res**2).sum(0) / np.maximum(((true_z - true_z.mean(0)) ** 2).sum(0), 1e-12)
+            raw["lift_state_r2"] = float(np.mean(r2_state))  # lifted spot state vs true spot latent (affine)
     parts = {
         "latent_mcc": 1.0 - raw["latent_mcc"],
         "latent_r2": float(np.clip(1.0 - raw["latent_r2"], 0.0, 1.0)),
@@ -209,6 +251,7 @@ def _truth_parts(model, truth: GroundTruth, probe: list[Query]) -> tuple[dict, d
         "interaction": 1.0 - raw["interaction"],
         "cross_modal": 1.0 - raw["cross_modal"],
         "cross_scale": 1.0 - raw["cross_scale"],
+        "lift": 1.0 - raw["lift"],
     }
     return parts, raw
 
@@ -301,6 +344,23 @@ def _heldout(model, wd) -> float:  # noqa: ANN001
     return float(np.mean(gaps)) if gaps else float("inf")
 
 
+def _well_data(model, data: MeasurementBatch | None):  # noqa: ANN001, ANN202
+    """Specimens of ``data`` (the model's own aggregate when ``data`` holds exactly the specimens it was fitted on)."""
+    if data is None:
+        return model.data
+    if model.data is not None:
+        seen = {s for b in model.data.blocks.values() for s in b.specimens}
+        spec = set()
+        for m in data.modalities.values():
+            obs = m.obs
+            col = obs[keys.SPECIMEN] if keys.SPECIMEN in obs else obs[keys.QUERY_ID].astype(str) + ":" + obs[
+                keys.REPLICATE].astype(str)
+            spec.update(col.astype(str).unique().tolist())
+        if spec == seen:
+            return model.data
+    return build_well_data(model.space, data)
+
+
 def score(model, data: MeasurementBatch | None = None, truth: GroundTruth | None = None) -> IdentifiabilityReport:  # noqa: ANN001
     """Score a fitted ensemble.
 
@@ -318,11 +378,11 @@ def score(model, data: MeasurementBatch | None = None, truth: GroundTruth | None
     """
     if model.states is None:
         raise RuntimeError("identifiability.score: the model is not fitted")
+    wd = _well_data(model, data)
     if truth is not None:
-        parts, raw = _truth_parts(model, truth, probe_queries(model.space))
+        parts, raw = _truth_parts(model, truth, probe_queries(model.space), wd)
         weights, mode = TRUTH_WEIGHTS, "truth"
     else:
-        wd = build_well_data(model.space, data) if data is not None else model.data
         contraction, _ = _contraction(model)
         lam_min, cond = _fisher(model, wd)
         gap = _heldout(model, wd)

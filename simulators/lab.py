@@ -73,11 +73,14 @@ def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
     times = [q.time_h for q in qs]
     t_lo, t_hi = min(times), max(times)
     contexts = tuple(sorted({q.context for q in qs}, key=lambda c: (c.cell_line, c.site)))
-    return DesignSpace(
+    space = DesignSpace(
         targets=targets, contexts=contexts, assays=tuple(assays), dose_ranges=ranges,
         time_range_h=(t_lo, t_hi if t_hi > t_lo else t_lo + 1.0),
         max_order=max(1, max(q.perturbation.order for q in qs)), pool=tuple(qs),
     )
+    for q in qs:  # every stored condition must be a valid query of the space built from them
+        space.validate(q)
+    return space
 
 
 @register("lab")
@@ -117,8 +120,18 @@ class LabAdapter(Oracle):
         """Specimens of a condition not yet handed out."""
         return sum(s not in self._used for s in self._specimens.get(query_id, ()))
 
-    def measure(self, queries: Sequence[Query], layout: Layout | None = None) -> MeasurementBatch:
+    def measure(self, queries: Sequence[Query], layout: Layout | None = None,
+                exclude: Iterable[str] | None = None) -> MeasurementBatch:
         """Hand out stored specimens, replicates without replacement.
+
+        Args:
+            queries: Conditions of the data, with the replicates wanted.
+            layout: Ignored (the data's own plate positions are returned).
+            exclude: Specimens already handed out. When given, the hand-out is
+                stateless (the first free specimens in a fixed order, nothing
+                remembered): a caller that derives ``exclude`` from its own
+                records gets the same answer after a restart. When ``None``,
+                the adapter remembers what it handed out.
 
         Raises:
             ValueError: For a condition absent from the data, or when fewer
@@ -126,16 +139,18 @@ class LabAdapter(Oracle):
         """
         queries = list(queries)
         self.validate(queries)
+        used = self._used if exclude is None else set(exclude)
         chosen: list[str] = []
         for q in queries:
-            free = [s for s in self._specimens.get(q.query_id, ()) if s not in self._used and s not in chosen]
+            free = [s for s in self._specimens.get(q.query_id, ()) if s not in used and s not in chosen]
             if not self._specimens.get(q.query_id):
                 raise ValueError(f"query {q.query_id} ({q.perturbation.label}): condition not in the data")
             if len(free) < q.replicates:
                 raise ValueError(f"query {q.query_id} ({q.perturbation.label}): {q.replicates} replicates asked, "
                                  f"{len(free)} left in the data")
             chosen += free[: q.replicates]
-        self._used.update(chosen)
+        if exclude is None:
+            self._used.update(chosen)
         out = {}
         keep = set(chosen)
         for name, m in self.batch.modalities.items():

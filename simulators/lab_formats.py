@@ -190,6 +190,14 @@ def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str]) -> Mo
     for col in (keys.PLATE, keys.WELL, "x", "y"):
         if col in df.columns:
             obs[col] = df[col].to_numpy()
+    if keys.REPLICATE not in df.columns and keys.WELL in df.columns:
+        # Without replicate numbers, each well of a condition is its own specimen (replicate).
+        wells = obs[keys.WELL].astype(str)
+        if keys.PLATE in obs.columns:
+            wells = obs[keys.PLATE].astype(str) + "/" + wells
+        rank = obs.assign(_well=wells).groupby(keys.QUERY_ID)["_well"].rank(method="dense")
+        obs[keys.REPLICATE] = rank.astype(int) - 1
+        obs[keys.SPECIMEN] = obs[keys.QUERY_ID] + ":" + obs[keys.REPLICATE].astype(str)
     obs[keys.UNIT] = obs.groupby(keys.SPECIMEN).cumcount() if keys.UNIT not in df else df[keys.UNIT].to_numpy()
     return ModalityData(obs, values.astype(np.float32), tuple(features))
 
@@ -222,8 +230,10 @@ def _meta(row: dict, path: Path, i: int, mod: str) -> dict:
         if d < 0:
             raise DataFormatError(f"{where}, column dose_value: negative dose {d}")
         doses.append(d * DOSE_UNITS[u])
-    pert = Perturbation(pert.targets, tuple(doses))
-    units = ["fraction" if u == "fraction" else "uM" for u in units]
+    # A target at dose 0 (e.g. "DMSO" at 0) is no perturbation: it is dropped, so "DMSO@0" is a control.
+    kept = [(t, d, u) for t, d, u in zip(pert.targets, doses, units, strict=True) if d > 0]
+    pert = Perturbation(tuple(t for t, _, _ in kept), tuple(d for _, d, _ in kept))
+    units = ["fraction" if u == "fraction" else "uM" for _, _, u in kept]
     cell_line = row.get(keys.CELL_LINE)
     if cell_line is None or (isinstance(cell_line, float) and np.isnan(cell_line)) or str(cell_line) == "":
         raise DataFormatError(f"{where}, column cell_line: missing cell line")

@@ -92,6 +92,30 @@ def sample_patch(
     return Patch(cells, cell_type, xy, cells_per_spot)
 
 
+def spot_composition(patch: Patch, n_types: int) -> dict[str, np.ndarray]:
+    """True per-spot composition and state of a patch (what the lift ``L`` must recover).
+
+    Args:
+        patch: A sampled patch.
+        n_types: Number of cell types ``C`` of the world.
+
+    Returns:
+        ``composition`` ``(n_spots, C)`` realised cell-type fractions (rows sum
+        to 1), ``latent`` ``(n_spots, K)`` mean latent of the spot's cells and
+        ``responder_frac`` ``(n_spots,)`` share of responding cells.
+
+    """
+    n_spots = patch.xy.shape[0]
+    m = patch.cells_per_spot
+    onehot = np.eye(n_types)[patch.cell_type]
+    k = patch.cells.z.shape[1]
+    return {
+        "composition": onehot.reshape(n_spots, m, n_types).mean(axis=1),
+        "latent": patch.cells.z.reshape(n_spots, m, k).mean(axis=1),
+        "responder_frac": (patch.cells.response > 0).reshape(n_spots, m).mean(axis=1),
+    }
+
+
 def tissue_mean_latent(p: WorldParams, line: int, dz: np.ndarray) -> np.ndarray:
     """Population mean latent of a tissue: baseline, mean type offset, response with paracrine gain, ``(K,)``."""
     rho = p.responder_frac[line]

@@ -17,6 +17,11 @@ EC50 by ``context_shifts["ec50_shift_log10"]``). ``total_effect`` is the
 steady-state shift of a *responding* cell at the top of the target's dose
 range in line 0 after linear propagation through the DAG (population means
 scale it by ``context_shifts["responder_frac"]``).
+
+``extras["spot_truth"]`` is :meth:`CellWorld.spot_truth`, ``(query, replicate)
+→ {"composition": (n_spots, C), "latent": (n_spots, K), "responder_frac":
+(n_spots,)}``: the true per-spot cell-type composition and state of a
+measured patch, for scoring a model's lift ``L``.
 """
 
 from __future__ import annotations
@@ -121,5 +126,7 @@ def build_truth(world: CellWorld) -> GroundTruth:
             "molecular_gain": p.mol_gain.copy(),
             "type_offsets": p.type_offsets.copy(),
             "paracrine": np.array(p.scalars["paracrine"]),
+            # A function, not an array: (query, replicate) -> per-spot composition / latent of that patch.
+            "spot_truth": world.spot_truth,
         },
     )

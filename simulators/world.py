@@ -30,7 +30,7 @@ from simulators.obs import ObsBuilder, specimen_meta
 from simulators.params import draw_params
 from simulators.positions import place, plate_formats, plate_offset, position_features
 from simulators.registry import register
-from simulators.tissue import sample_patch, sum_spots
+from simulators.tissue import sample_patch, spot_composition, sum_spots
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,39 @@ class CellWorld(BaseSimulator):
             dz = self.intervention.response(q.perturbation, line, times)
             out.append(QueryState(line, self._site[q.context.site], dz[0], dz[1]))
         return out
+
+    def spot_truth(self, query: Query, replicate: int = 0) -> dict[str, np.ndarray]:
+        """True per-spot composition and state of one measured tissue patch (for scoring the lift ``L``).
+
+        Re-draws the patch from the same generator ``measure`` uses
+        (``query_rng(seed, query_id, replicate, "cells")``), so the spots are
+        those ``measure`` returned for ``(query, replicate)``, in unit order.
+
+        Args:
+            query: A query of a tissue-scale assay (``spatial`` or ``spatial_dissociated``).
+            replicate: Replicate index, ``0 <= replicate < query.replicates``.
+
+        Returns:
+            See :func:`simulators.tissue.spot_composition`: ``composition``
+            ``(n_spots, n_cell_types)``, ``latent`` ``(n_spots, K)``,
+            ``responder_frac`` ``(n_spots,)``.
+
+        Raises:
+            ValueError: If the query is invalid, not a tissue assay, or the replicate is out of range.
+
+        """
+        self.validate([query])
+        assay = self.space.assay(query.assay)
+        if assay.scale is not Scale.TISSUE:
+            raise ValueError(f"spot_truth: query {query.query_id} uses assay {query.assay!r}, not a tissue assay")
+        if not 0 <= int(replicate) < query.replicates:
+            raise ValueError(f"spot_truth: query {query.query_id} has {query.replicates} replicates, "
+                             f"asked for replicate {replicate}")
+        st = self.query_states([query])[0]
+        rng = query_rng(self.seed, query.query_id, int(replicate), "cells")
+        patch = sample_patch(self.params, assay.units_of(SPATIAL), self.config.cells_per_spot, st.line, st.dz,
+                             st.dz_lag, rng)
+        return spot_composition(patch, self.params.type_offsets.shape[0])
 
     def _latent(self, queries: Sequence[Query]) -> list[QueryState]:
         return self.query_states(queries)

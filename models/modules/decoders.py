@@ -5,7 +5,9 @@ log-likelihood of what was observed in ``block`` given latent states ``z``
 ``(W, K)`` of its specimens — and ``readout(z, site)`` — the expected readout
 of ONE specimen and its aleatoric variance on the same scale, ``(n, F)`` each.
 
-* :class:`CountDecoder` (RNA, spatial spots): pseudobulk NB,
+* :class:`CountDecoder` (RNA; spatial spots only when they cannot be decoded
+  through the RNA decoder — otherwise :class:`~models.modules.tissue.SpotDecoder`,
+  the projection ``P``): pseudobulk NB,
   ``μ_wg = N_w · softmax_g(b_g + (W z)_g + batch_site,g)`` with the observed
   library ``N_w`` as offset and inverse dispersion ``n_w θ_g``. Readout:
   log expected CP10k; variance by the delta method ``1/μ + 1/(nθ)``.

@@ -4,7 +4,8 @@ The loss is the negative log posterior per specimen: for every modality that
 was observed, the weighted NLL of its specimens (a specimen's weight is its
 bootstrap count), plus weak priors. A modality with no specimen of positive
 weight contributes nothing — neither likelihood nor its decoder's prior — so
-masking is exact.
+masking is exact. Spatial spots decoded through the RNA decoder (projection
+``P``, :mod:`models.modules.tissue`) bring the RNA decoder's prior with them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from models.data import QueryFeatures, WellData
 from models.modules.decoders import AdtDecoder, CountDecoder, GaussianDecoder, MolecularDecoder
 from models.modules.likelihoods import LossOutput
 from models.modules.operators import InterventionOperator
+from models.modules.tissue import SpotDecoder
 
 #: Prior strengths (nats per unit of each penalty).
 PRIOR_WEIGHTS = {
@@ -43,6 +45,10 @@ class CSLNetwork(nn.Module):
         n_plates: Plates seen in morphology (plate effects).
         generator: Initialisation randomness.
         propagate: Learn the program propagator.
+        n_cell_types: Learned tissue cell types ``C`` (spatial through the RNA decoder only).
+        project_spatial: Decode spatial spots through the RNA decoder (the projection ``P``,
+            :class:`~models.modules.tissue.SpotDecoder`) — when both are decoded and share genes;
+            otherwise spatial gets its own count decoder.
 
     """
 
@@ -57,6 +63,8 @@ class CSLNetwork(nn.Module):
         n_plates: int = 1,
         generator: torch.Generator | None = None,
         propagate: bool = True,
+        n_cell_types: int = 3,
+        project_spatial: bool = False,
     ) -> None:
         super().__init__()
         self.n_sites = n_sites
@@ -65,8 +73,10 @@ class CSLNetwork(nn.Module):
         )
         dec: dict[str, nn.Module] = {}
         K, g = n_programs, generator
-        for name, F in feature_dims.items():
-            if name in (RNA, SPATIAL):
+        for name, F in sorted(feature_dims.items(), key=lambda kv: kv[0] != RNA):  # RNA first: spatial may use it
+            if name == SPATIAL and project_spatial and RNA in dec and F == feature_dims[RNA]:
+                dec[name] = SpotDecoder(F, K, n_cell_types, dec[RNA], g)
+            elif name in (RNA, SPATIAL):
                 dec[name] = CountDecoder(F, K, n_sites, g)
             elif name == ADT:
                 dec[name] = AdtDecoder(F, K, n_sites, g)
@@ -151,6 +161,8 @@ class CSLNetwork(nn.Module):
             n_total += nw
             parts[f"nll_{name}"] = nll / max(nw, 1.0)
             nll_sum = nll_sum + nll
+        if SPATIAL in used and RNA not in used and isinstance(self.decoders[SPATIAL], SpotDecoder):
+            used.append(RNA)  # spots are decoded through the RNA decoder: its prior applies
         pen = self.operator.penalty()
         prior = sum(PRIOR_WEIGHTS[k] * v for k, v in pen.items())
         prior = prior + PRIOR_WEIGHTS["decoders"] * sum(self.decoders[n].penalty() for n in used)

@@ -168,3 +168,19 @@ def test_held_out_contexts_are_catalogued_but_never_proposed(space):
     with pytest.raises(ValueError, match="held_out_contexts"):
         dataclasses.replace(space, held_out_contexts=space.contexts)
     assert DesignSpace.from_dict(json.loads(json.dumps(sp.to_dict()))) == sp
+
+
+def test_held_out_combinations_are_never_proposed(space):
+    import dataclasses
+
+    sp = dataclasses.replace(space, held_out_target_sets=(("CMP01", "CMP00"),))
+    assert sp.held_out_target_sets == (("CMP00", "CMP01"),)
+    drawn = sp.sample(400, np.random.default_rng(1), orders=[0, 0, 1])
+    assert drawn and all(q.perturbation.targets != ("CMP00", "CMP01") for q in drawn)
+    assert all(q.perturbation.targets != ("CMP00", "CMP01") for q in sp.grid(n_doses=2, orders=(2,)))
+    q = Query(Perturbation.of(CMP00=1.0, CMP01=2.0), 6, CTX, "scrna")
+    with pytest.raises(ValueError, match="combination CMP00\\+CMP01 is held out"):
+        sp.validate(q)
+    sp.validate(Query(Perturbation.of(CMP00=1.0), 6, CTX, "scrna"))  # its parts stay available
+    assert DesignSpace.from_dict(json.loads(json.dumps(sp.to_dict()))) == sp
+    assert space.rna_assay() == "scrna"

@@ -24,7 +24,8 @@ from loop.study import AwaitingReadout, Study
 def pending_run(tmp_path_factory) -> Path:
     """A plates-mode run on the small world whose round 0 is proposed and laid out."""
     root = tmp_path_factory.mktemp("plates") / "run"
-    study = Study.create(root, RunConfig(world="small", oracle="plates", budget=30, n_members=2, seed=3))
+    study = Study.create(root, RunConfig(world="small", oracle="plates", budget=30, n_members=2, seed=3,
+                                         initial_size=12, initial_budget_fraction=0.9))
     with pytest.raises(AwaitingReadout):
         study.run()
     assert propose_main(["--run", str(root), "--plate", "96"]) == 0
@@ -92,6 +93,17 @@ def _set(table, row, col, value):
     return t
 
 
+def _drop_anchor_modality(table: pd.DataFrame, layout: PlateLayout):
+    """The readout without the second modality of one anchor well (e.g. its ADT)."""
+    space = simulators.make_world("small", seed=3).space
+    plated = layout.table[layout.table["role"] == "sample"]
+    qid, assay = next((q, a) for q, a in zip(plated["query_id"], plated["assay"], strict=True)
+                      if space.assay(a).is_anchor)
+    mod = space.assay(assay).modalities[1]
+    keep = ~((table["query_id"] == qid) & (table["modality"] == mod)).to_numpy()
+    return table[keep], f"{mod} of query {qid}"
+
+
 def _bad_cases(table: pd.DataFrame, layout: PlateLayout):
     r = _molecular_row(table, layout)
     first = table.iloc[[r]]
@@ -124,7 +136,8 @@ def _bad_cases(table: pd.DataFrame, layout: PlateLayout):
         "empty well": (_set(_set(table, r, "plate", empty["plate"]), r, "well", empty["well"]),
                        "is empty in the layout"),
         "wrong modality": (_set(table, r, "modality", "spatial"), "is not measured by assay"),
-        "missing wells": (table.iloc[: len(table) // 2], "have no readout"),
+        "missing wells": (table.iloc[: len(table) // 2], "readout\\(s\\) of the layout are missing"),
+        "anchor missing a modality": _drop_anchor_modality(table, layout),
         "bad replicate unit": (_set(table, r, "unit", -1), "not a non-negative integer"),
     }
 

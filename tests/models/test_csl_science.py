@@ -58,7 +58,7 @@ def test_report_has_fixed_parts_in_unit_interval(rich_fit):
         rep = score(model, truth=truth)
         expected = {
             "truth": {"latent_mcc", "latent_r2", "ec50", "hill", "tau", "direction", "interaction",
-                      "cross_modal", "cross_scale"},
+                      "cross_modal", "cross_scale", "lift"},
             "practical": {"contraction", "fisher_min", "fisher_cond", "heldout"},
         }[rep.mode]
         assert set(rep.parts) == expected

@@ -126,3 +126,18 @@ def test_negative_counts_empty_and_undecodable_files(tmp_path):
     truncated.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(DataFormatError, match="unreadable or truncated"):
         read_measurements(truncated)
+
+
+def test_wells_are_specimens_and_zero_doses_are_controls(tmp_path):
+    path = tmp_path / "wells.csv"
+    pd.DataFrame({
+        "perturbation": ["DMSO", "A", "A", "A"], "dose_value": ["0", "1.0", "1.0", "1.0"], "time": 24.0,
+        "cell_line": "L", "plate": "P1", "well": ["A01", "A02", "B02", "C02"], "viability": [1.0, 0.5, 0.6, 0.55],
+    }).to_csv(path, index=False)
+    obs = read_measurements(path).modalities["molecular"].obs
+    assert obs[keys.PERTURBATION].tolist() == ["control", "A", "A", "A"]
+    assert obs[keys.REPLICATE].tolist() == [0, 0, 1, 2]
+    lab = LabAdapter(read_measurements(path))
+    q = next(q for q in lab.space.pool if not q.perturbation.is_control)
+    assert lab.available(q.query_id) == 3
+    assert len(lab.measure([q.with_replicates(2)]).modalities["molecular"].obs) == 2

@@ -1,0 +1,256 @@
+"""End to end: wall time, stage breakdown and peak memory of ``python -m loop.run --budget 200``.
+
+    python -m bench.e2e [--quick] [--budget 200] [--world default] [--strategy cost_aware]
+
+Runs ``python -m loop.run --budget B --world W --out TMP --quiet`` as a
+subprocess (``OPENBLAS_NUM_THREADS=1``) and, while it runs, samples every
+0.2 s the resident memory (``VmRSS`` in ``/proc/<pid>/status``) of the run
+and all its descendants (driver, raylet, GCS, Ray workers, the oracle actor);
+a process once seen is followed even after it is re-parented. The peak is the
+largest per-sample *sum*, so shared pages (Ray's object store, torch's
+libraries) are counted once per process that maps them: an upper bound. The
+peak of the summed PSS (``/proc/<pid>/smaps_rollup``, shared pages split
+between the processes that map them; sampled once a second) is reported
+beside it: the memory the run really occupies.
+
+From the run's ``metrics.parquet`` it reads the stage seconds per round (fit,
+score, acquire, measure) and their totals; the acquisition share of a round
+is ``acquire_s / wall_s`` of the rounds that use a strategy (round 0 is the
+fixed initial design). In the same run, after the loop ends, it times
+separately: the import of the loop's modules in a fresh interpreter, and
+``ray.init(include_dashboard=False)`` + ``ray.shutdown()`` through
+``loop.distributed.init_ray`` (what a run pays once). The remainder
+``wall - stages - imports - Ray start`` is the writes, the held-out stress
+sets measured once at the start, and report.html.
+
+Targets: wall <= 180 s (aim 60 s), peak <= 2 GB, acquisition <= 30 % of a
+round. ``--quick``: small world, budget 20, 2 members of at most 40 steps,
+2 held-out queries per axis. Prints a table and a one-line
+summary last and writes ``bench/results/e2e.json`` (directory overridable
+with ``CSLAB_BENCH_RESULTS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "e2e.json"
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+TARGET_WALL_S, AIM_WALL_S, TARGET_MEM_GB, TARGET_ACQ_SHARE = 180.0, 60.0, 2.0, 0.30
+STAGES = ("fit_s", "score_s", "acquire_s", "measure_s")
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from ``/proc/<pid>/stat``."""
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the process ended while we looked
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    """``VmRSS`` of a process in KiB (0 if it is gone or a kernel thread)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size in KiB (shared pages split between the processes mapping them; 0 if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class TreeMemory:
+    """Samples the summed RSS of a process tree in a background thread.
+
+    Args:
+        pid: Root of the tree.
+        interval_s: Seconds between samples.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        self.pid, self.interval_s = pid, interval_s
+        self.seen: set[int] = {pid}
+        self.peak_kb, self.peak_procs, self.samples, self.peak_pss_kb = 0, 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        kids = _children()
+        stack = list(self.seen)
+        while stack:  # descendants of the root and of every process seen before (re-parented daemons)
+            for c in kids.get(stack.pop(), []):
+                if c not in self.seen:
+                    self.seen.add(c)
+                    stack.append(c)
+        alive = [p for p in self.seen if os.path.exists(f"/proc/{p}")]
+        rss = [_rss_kb(p) for p in alive]
+        total = sum(rss)
+        self.samples += 1
+        if total > self.peak_kb:
+            self.peak_kb, self.peak_procs = total, sum(r > 0 for r in rss)
+        if self.samples % 5 == 1:  # PSS is dearer to read: once a second
+            self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(p) for p in alive))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def time_imports() -> float:
+    """Seconds for a fresh interpreter to import the loop (what ``python -m loop.run`` pays first)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import loop.run, loop.study, loop.report"], cwd=ROOT, env=ENV, check=True)
+    return time.perf_counter() - t0
+
+
+def time_ray_start() -> tuple[float, float]:
+    """Seconds of ``init_ray()`` (local, dashboard off) and of ``ray.shutdown()``, in a fresh interpreter."""
+    code = ("import time, json; t0 = time.perf_counter(); import ray; from loop.distributed import init_ray; "
+            "t1 = time.perf_counter(); init_ray(); t2 = time.perf_counter(); ray.shutdown(); "
+            "print(json.dumps([t2 - t1, time.perf_counter() - t2]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
+    start, stop = json.loads(out.stdout.strip().splitlines()[-1])
+    return start, stop
+
+
+#: ``--quick`` run settings (a ``--config`` file): the code path in seconds, not the figure.
+QUICK_CONFIG = "n_members = 2\nheldout_per_axis = 2\n\n[model]\nmax_steps = 40\nwarm_steps = 20\n"
+
+
+def run_loop(args: argparse.Namespace, out: Path) -> dict:
+    """Run ``loop.run`` as a subprocess while sampling its process tree's memory."""
+    cmd = [sys.executable, "-m", "loop.run", "--budget", f"{args.budget:g}", "--world", args.world,
+           "--strategy", args.strategy, "--out", str(out), "--quiet"]
+    if args.quick:
+        (out.parent / "quick.toml").write_text(QUICK_CONFIG)
+        cmd += ["--config", str(out.parent / "quick.toml")]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeMemory(proc.pid) as mem:
+        stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{stderr[-2000:]}")
+    return {"command": " ".join(["python", *cmd[1:]]), "wall_s": wall, "peak_rss_gb": mem.peak_kb / 2**20,
+            "peak_pss_gb": mem.peak_pss_kb / 2**20, "loadavg_1min_after": os.getloadavg()[0],
+            "peak_processes": mem.peak_procs, "processes_seen": len(mem.seen), "memory_samples": mem.samples,
+            "summary_line": stdout.strip().splitlines()[-1] if stdout.strip() else ""}
+
+
+def stage_breakdown(run: Path) -> dict:
+    """Per-round and total stage seconds and the acquisition share, from ``metrics.parquet``."""
+    import pandas as pd
+
+    m = pd.read_parquet(run / "metrics.parquet").sort_values("round")
+    if not (run / "checkpoints" / "finished.json").is_file():
+        raise RuntimeError(f"{run}: no checkpoints/finished.json; the run did not end normally")
+    per_round = m[["round", *STAGES, "wall_s"]].to_dict("records")
+    later = m[m["round"] >= 1]
+    shares = (later["acquire_s"] / later["wall_s"]).to_numpy()
+    return {
+        "rounds": len(m), "spent": float(m["spent"].iloc[-1]), "identifiability": float(m["identifiability"].iloc[-1]),
+        "per_round": per_round, "totals": {s: float(m[s].sum()) for s in (*STAGES, "wall_s")},
+        "acq_share_total": float(later["acquire_s"].sum() / later["wall_s"].sum()) if len(later) else 0.0,
+        "acq_share_max": float(shares.max()) if len(shares) else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m bench.e2e")
+    ap.add_argument("--quick", action="store_true", help="small world, budget 20, 2 members, 40 steps")
+    ap.add_argument("--budget", type=float, default=None, help="budget, cost units (200; quick 20)")
+    ap.add_argument("--world", default=None, help="world preset (default; quick small)")
+    ap.add_argument("--strategy", default="cost_aware")
+    args = ap.parse_args(argv)
+    args.budget = args.budget or (20.0 if args.quick else 200.0)
+    args.world = args.world or ("small" if args.quick else "default")
+
+    tmp = Path(tempfile.mkdtemp(prefix="cslab-e2e-"))
+    try:
+        run = run_loop(args, tmp / "run")
+        stages = stage_breakdown(tmp / "run")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    imports_s = time_imports()
+    ray_start_s, ray_stop_s = time_ray_start()
+    t = stages["totals"]
+    staged = sum(t[s] for s in STAGES)
+    writes_s = run["wall_s"] - staged - imports_s - ray_start_s - ray_stop_s
+    print(f"{'round':>5} {'fit s':>7} {'score s':>7} {'acq s':>7} {'meas s':>7} {'round s':>7} {'acq %':>6}")
+    for r in stages["per_round"]:
+        print(f"{r['round']:>5} {r['fit_s']:>7.2f} {r['score_s']:>7.2f} {r['acquire_s']:>7.2f} {r['measure_s']:>7.2f} "
+              f"{r['wall_s']:>7.2f} {100 * r['acquire_s'] / r['wall_s']:>6.1f}")
+    print(f"{'total':>5} {t['fit_s']:>7.2f} {t['score_s']:>7.2f} {t['acquire_s']:>7.2f} {t['measure_s']:>7.2f} "
+          f"{t['wall_s']:>7.2f}")
+    print(f"wall {run['wall_s']:.1f} s = stages {staged:.1f} + imports {imports_s:.1f} + Ray start {ray_start_s:.1f} "
+          f"+ Ray shutdown {ray_stop_s:.1f} + writes/held-out sets/report {writes_s:.1f}")
+    print(f"peak RSS summed over {run['peak_processes']} processes: {run['peak_rss_gb']:.2f} GB; peak PSS sum "
+          f"{run['peak_pss_gb']:.2f} GB ({run['processes_seen']} processes seen, {run['memory_samples']} samples; "
+          f"load average {run['loadavg_1min_after']:.1f} on {os.cpu_count()} CPUs)")
+    result = {
+        "quick": args.quick, "budget": args.budget, "world": args.world, "strategy": args.strategy, **run,
+        **stages, "imports_s": imports_s, "ray_start_s": ray_start_s, "ray_shutdown_s": ray_stop_s,
+        "writes_other_s": writes_s, "cpus": os.cpu_count(),
+        "targets": {"wall_s": TARGET_WALL_S, "aim_wall_s": AIM_WALL_S, "peak_rss_gb": TARGET_MEM_GB,
+                    "acq_share": TARGET_ACQ_SHARE},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json = RESULTS.with_suffix(".json.tmp")
+    tmp_json.write_text(json.dumps(result, indent=2))
+    tmp_json.replace(RESULTS)
+    print(f"wrote {RESULTS}")
+
+    def verdict(value: float, target: float) -> str:
+        return "meets" if value <= target else f"misses by {value / target:.2f}x"
+
+    print(f"e2e: budget {args.budget:g} on {args.world}: wall {run['wall_s']:.0f} s "
+          f"(target {TARGET_WALL_S:.0f} s: {verdict(run['wall_s'], TARGET_WALL_S)}; aim {AIM_WALL_S:.0f} s), "
+          f"peak RSS sum {run['peak_rss_gb']:.2f} GB ({verdict(run['peak_rss_gb'], TARGET_MEM_GB)}; PSS "
+          f"{run['peak_pss_gb']:.2f} GB), acquisition "
+          f"{100 * stages['acq_share_total']:.0f}% of a round, max {100 * stages['acq_share_max']:.0f}% "
+          f"({verdict(stages['acq_share_total'], TARGET_ACQ_SHARE)} 30%)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Smoke test of the benchmarks: ``python -m bench --quick --all`` so that none of them rots.
+
+Runs every bench at its tiny sizes in a subprocess, with the JSON files and
+logs sent to a temporary folder (``--results``) so the real figures in
+``bench/results/`` are never overwritten. Checks that every bench printed its
+one-line summary and wrote its JSON, and a few properties of the figures that
+hold at any size.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.__main__ import BENCHES  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--all", "--results", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    return proc, out
+
+
+def test_every_bench_prints_its_summary_and_writes_json(quick_run):
+    proc, out = quick_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for name in BENCHES:
+        assert any(line.startswith(f"{name}: ") for line in lines), f"no summary line of {name}:\n{proc.stdout}"
+        assert json.loads((out / f"{name}.json").read_text())["quick"] is True, name
+    assert lines[-1].startswith(f"{len(BENCHES)} benches in "), lines[-1]
+
+
+def test_quick_figures_are_consistent(quick_run):
+    _, out = quick_run
+    read = lambda name: json.loads((out / f"{name}.json").read_text())  # noqa: E731
+    e2e = read("e2e")
+    # the stages are parts of the wall time, and the run's memory spans more than the driver (Ray processes)
+    assert 0 < sum(e2e["totals"][s] for s in ("fit_s", "score_s", "acquire_s", "measure_s")) < e2e["wall_s"]
+    assert e2e["processes_seen"] >= 3 and e2e["peak_rss_gb"] >= e2e["peak_pss_gb"] > 0
+    assert 0 <= e2e["acq_share_total"] <= 1
+    scale = read("scale")
+    assert scale["fanout"]["speedup"] > 0 and all(s["seconds"] >= 0 for s in scale["stages"])
+    eff = read("efficiency")
+    # random against itself needs exactly its own budget, on every seed
+    ref = eff["headline"]["identifiability"]["random"][0]
+    assert ref["strategy"] == "random" and ref["n_reached"] == ref["n_seeds"] == 2
+    assert ref["ratio"] == pytest.approx(1.0)
