@@ -9,6 +9,8 @@ file and a PNG map per plate, and ``DIR/plates/round-NNNN/layout.parquet``
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 from experiment_design.plate_format import EDGE_POLICIES, LayoutConfig
 from experiment_design.plates import layout_plates, write_plates
 from loop.rounds import RoundStatus, RoundStore
-from loop.storage import read_json, write_table
+from loop.storage import TMP_MARK, read_json, write_table
 
 
 def layout_path(run: Path, r: int) -> Path:
@@ -59,9 +61,19 @@ def propose(run: str | Path, plate: int = 96, edge: str = "empty", max_plates: i
                           n_positive=n_positive)
     layout = layout_plates(store.read_proposal(r), config, np.random.default_rng([seed, r, 0x91A7E]),
                            space=space, round_index=r)
-    files = write_plates(layout, run, r)
-    files.append(write_table(layout_path(run, r), layout.table))
-    return files
+    # Stage the whole round folder, then swap it in: a new layout never mixes with files of an older one.
+    final = layout_path(run, r).parent
+    staging = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staged = write_plates(layout, staging, r)
+    write_table(staging / "plates" / final.name / "layout.parquet", layout.table)
+    old = final.parent / f".{final.name}.old{TMP_MARK}{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging / "plates" / final.name, final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return [final / p.name for p in staged] + [layout_path(run, r)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,14 +86,19 @@ def read_table(path: str | os.PathLike) -> pa.Table:
 
 
 def clean_temporaries(root: str | os.PathLike) -> list[Path]:
-    """Remove stray temporary files left by an interrupted write.
+    """Remove stray temporary files (and staging folders) left by an interrupted write.
 
     Returns:
         The removed paths.
     """
+    import shutil
+
     removed = []
-    for p in Path(root).rglob(f".*{TMP_MARK}*"):
-        if p.is_file():
+    for p in sorted(Path(root).rglob(f".*{TMP_MARK}*")):
+        if p.is_dir():
+            shutil.rmtree(p)
+            removed.append(p)
+        elif p.exists():
             p.unlink()
             removed.append(p)
     return removed

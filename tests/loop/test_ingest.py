@@ -166,3 +166,11 @@ def test_every_malformed_readout_has_its_own_error_and_writes_nothing(run, direc
             ingest(run, path)
         assert _snapshot(run) == before, f"{name} changed the run folder"
     assert len(cases) + len(files) >= 15
+
+
+def test_relayout_replaces_the_round_folder(run):
+    before = sorted(p.name for p in (run / "plates" / "round-0000").iterdir())
+    assert propose_main(["--run", str(run), "--plate", "384", "--edge", "use", "--max-plates", "1"]) == 0
+    after = sorted(p.name for p in (run / "plates" / "round-0000").iterdir())
+    assert after == ["layout.parquet", "plate-01.csv", "plate-01.png", "plate-01.toml"] != before
+    assert not [p for p in (run / "plates").iterdir() if p.name.startswith(".")]
