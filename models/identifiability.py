@@ -5,7 +5,7 @@ same columns): ``"truth"`` when a :class:`~experiment_design.GroundTruth` is
 given (simulator), ``"practical"`` otherwise (lab data).
 
 Probe set: every target at four doses (0.2, 0.45, 0.7, 0.95 of its encoded
-range) × times 4 h and 24 h × every context, plus a control per context and
+range) × times 4 h and 24 h × every open context (not held out for evaluation), plus a control per context and
 time. Learned latent dimensions are matched to true programs by the Hungarian
 algorithm on ``−|corr|`` between ensemble-mean programs and
 ``truth.latent`` over the probe set (``scipy.optimize.linear_sum_assignment``);
@@ -127,7 +127,7 @@ class IdentifiabilityReport:
 def probe_queries(space: DesignSpace) -> list[Query]:
     """The fixed probe set of the module docstring."""
     out = []
-    for c in space.contexts:
+    for c in space.open_contexts:  # contexts held out for evaluation are scored by the risk, not here
         for t_h in (4.0, 24.0):
             lo, hi = space.time_range_h
             t_h = float(min(max(t_h, lo), hi))
