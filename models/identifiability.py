@@ -329,7 +329,7 @@ def _heldout(model, wd) -> float:  # noqa: ANN001
             for name, b in wd.blocks.items():
                 if name not in w or name not in net.decoders or len(w[name]) != len(b.query):
                     continue
-                wt = torch.as_tensor(w[name], dtype=torch.float32)
+                wt = torch.as_tensor(np.array(w[name]), dtype=torch.float32)
                 oob, inb = wt == 0, wt > 0
                 if not oob.any() or not inb.any():
                     continue
