@@ -37,6 +37,8 @@ class Strategy(ABC):
 
     #: Whether ``propose`` needs a fitted model.
     needs_model: bool = False
+    #: Whether the last ``propose`` was cut short by its time limit (then it depends on machine speed).
+    truncated: bool = False
 
     def __init__(self, time_limit_s: float = 10.0) -> None:
         self.time_limit_s = time_limit_s

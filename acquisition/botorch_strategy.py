@@ -142,13 +142,18 @@ class BotorchStrategy(Strategy):
             raise ValueError(f"{name}: needs a fitted model, got None")
         if q < 0:
             raise ValueError(f"{name}: q must be >= 0, got {q}")
+        self.truncated = False
         pool = self.candidate_pool(space, rng, budget_left, start + POOL_SHARE * self.time_limit_s)
+        self.truncated = time.monotonic() > start + POOL_SHARE * self.time_limit_s
         if q == 0 or not pool.queries:
             return []
         deadline = start + SCORE_SHARE * self.time_limit_s
         with torch.no_grad():
+            n_drawn = len(pool.queries)
             acqf, pool = self._acqf(model, space, pool, ledger, rng, start + SETUP_SHARE * self.time_limit_s)
             chosen = self._greedy(acqf, pool, q, budget_left, rng, deadline)
+        # The time limit shaped this proposal (pool, set-up or scoring cut short): it may differ on another machine.
+        self.truncated = self.truncated or len(pool.queries) < n_drawn or time.monotonic() > deadline
         return [pool.queries[i] for i in chosen]
 
     def candidate_pool(

@@ -132,7 +132,7 @@ class RoundStore:
         rest = [c for c in df.columns if c not in first and c not in ident]
         df = df[first[:idx] + ident + first[idx:] + rest]
         for c in df.columns:
-            if c != "round" and c != "n_queries" and c != "round_queries":
+            if c not in ("round", "n_queries", "round_queries", "acquire_truncated"):
                 df[c] = df[c].astype(float)
         df["round"] = df["round"].astype(np.int64)
         write_table(self.root / "metrics.parquet", df)

@@ -314,7 +314,8 @@ class Study:
         if cost > left + 1e-9:
             raise RuntimeError(f"strategy {self.config.strategy} proposed cost {cost:.2f} > budget left {left:.2f}")
         self.store.write_proposal(r, queries, self.space)
-        self.store.write_status(r, S.PROPOSED, acquire_s=time.perf_counter() - t0)
+        truncated = r > 0 and bool(self.strategy.truncated)
+        self.store.write_status(r, S.PROPOSED, acquire_s=time.perf_counter() - t0, acquire_truncated=truncated)
         faults.checkpoint(r, "proposed")
         return True
 
@@ -399,6 +400,7 @@ class Study:
         row = {
             "round": r, "spent": self.spent(r), "n_queries": len(data.query_ids), "round_queries": len(queries),
             "round_cost": self.space.cost(queries), "identifiability": float(report.index),
+            "acquire_truncated": bool(rec.get("acquire_truncated", False)),
             **{f"ident_{k}": float(v) for k, v in report.parts.items()},
             "risk": np.nan, "risk_modality": np.nan, "risk_scale": np.nan, "risk_context": np.nan,
             "risk_intervention": np.nan, "calibration_90": np.nan, **risk,
