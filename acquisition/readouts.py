@@ -145,6 +145,7 @@ def build_pool_model(
     deadline: float = float("inf"),
     chunk_size: int = 512,
     max_width: int = MAX_WIDTH,
+    through_programs: bool = True,
 ) -> tuple[PoolEnsembleModel, int]:
     """Predict the pool in chunks and build its :class:`PoolEnsembleModel`.
 
@@ -158,12 +159,21 @@ def build_pool_model(
             predicted (the pool is truncated to the chunks done; at least one).
         chunk_size: Queries per ``predict`` call (bounds peak memory).
         max_width: Readouts wider than this are sketched to this width.
+        through_programs: Keep only the part of each modality's member
+            disagreement that the members' program activities explain (a
+            least-squares map from program deviations to whitened readout
+            deviations, fitted on the first chunk). Disagreement between the
+            members' decoders (loadings, baselines, plate terms) then carries
+            no information: the strategies seek what identifies the
+            intervention operators, weighted by how precisely each assay
+            reads the programs.
 
     Returns:
         The pool model over the first ``n_done`` candidates, and ``n_done``.
 
     """
     wanted = [PROGRAMS, *dict.fromkeys(m for a in space.assays for m in a.modalities)]
+    lifts: dict[str, np.ndarray] = {}
     sketches: dict[str, np.ndarray | None] = {}
     layout: dict[str, slice] = {}
     chunks = []
@@ -183,12 +193,18 @@ def build_pool_model(
                 layout[r] = slice(width, width + w)
                 width += w
         out = np.zeros((len(qs), pred.members[PROGRAMS].shape[0], width), dtype=np.float32)
+        programs = np.asarray(pred.members[PROGRAMS], dtype=np.float64)
+        d_prog = programs - programs.mean(axis=0)  # (M, n, K)
         for r in available:
             m = np.asarray(pred.members[r], dtype=np.float64)  # (M, n, F)
             dev = m - m.mean(axis=0)
             alea = np.broadcast_to(np.asarray(pred.aleatoric.get(r, 0.0), dtype=np.float64), m.shape[1:])
             floor = NOISE_FLOOR * max(float(alea.mean()), float(m.var(axis=(0, 1)).mean()), 1e-12)
             dev = dev / np.sqrt(np.maximum(alea, floor))
+            if through_programs and r != PROGRAMS:
+                if r not in lifts:
+                    lifts[r] = _program_lift(d_prog, dev)
+                dev = d_prog @ lifts[r]  # only what the operators explain: (M, n, F)
             if sketches[r] is not None:
                 dev = dev @ sketches[r]
             mult = np.array([assay_readouts(space, q.assay, available).get(r, 0) for q in qs], dtype=np.float64)
@@ -197,6 +213,14 @@ def build_pool_model(
         n_done += len(qs)
     values = torch.from_numpy(np.concatenate(chunks))
     return PoolEnsembleModel(X_pool[:n_done], values), n_done
+
+
+def _program_lift(d_prog: np.ndarray, d_read: np.ndarray) -> np.ndarray:
+    """``(K, F)`` least-squares map from program deviations ``(M, n, K)`` to readout deviations ``(M, n, F)``."""
+    X = d_prog.reshape(-1, d_prog.shape[-1])
+    Y = d_read.reshape(-1, d_read.shape[-1])
+    ridge = 1e-6 * max(float((X * X).sum()) / max(X.shape[1], 1), 1e-12)
+    return np.linalg.solve(X.T @ X + ridge * np.eye(X.shape[1]), X.T @ Y)
 
 
 def member_spread(model: EnsembleModel, X: torch.Tensor) -> torch.Tensor:
