@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, explicit = config_from_args(args)
         if args.resume:
+            if explicit.get("data"):
+                explicit["data"] = str(Path(explicit["data"]).resolve())  # stored absolute
             study = Study.open(args.resume, expect=explicit)
             # Where it runs may change between sessions; what it computes may not (Study.open checks that).
             study.config.address = args.address or study.config.address
