@@ -35,6 +35,7 @@ import torch
 from botorch.acquisition import AcquisitionFunction
 
 from acquisition.base import Strategy
+from acquisition.readouts import build_pool_model
 from experiment_design import DesignSpace, MeasurementBatch, Query
 
 #: Share of the time limit that pool prediction and acquisition set-up may use.
@@ -235,3 +236,27 @@ class BotorchStrategy(Strategy):
         acqf.set_X_pending(None)
         return [int(order[i]) for i in chosen]
 
+
+
+class EnsemblePoolStrategy(BotorchStrategy):
+    """A strategy whose acquisition reads the ensemble's whitened readouts on the pool.
+
+    Subclasses set :attr:`acqf_class` (``uncertainty``, ``disagreement``,
+    ``eig``); the pool model (:func:`acquisition.readouts.build_pool_model`) is
+    built here once for all of them.
+    """
+
+    #: Acquisition function class, built as ``acqf_class(pool_model)``.
+    acqf_class: type[AcquisitionFunction]
+
+    def _acqf(
+        self,
+        model: object,
+        space: DesignSpace,
+        pool: Pool,
+        ledger: MeasurementBatch | None,
+        rng: np.random.Generator,
+        deadline: float,
+    ) -> tuple[AcquisitionFunction, Pool]:
+        pool_model, n = build_pool_model(model, space, pool.queries, pool.X, rng, deadline=deadline)
+        return self.acqf_class(pool_model), pool.truncate(n)

@@ -10,15 +10,12 @@ is written as an ``AcquisitionFunction`` over the ensemble posterior.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from botorch.acquisition import AcquisitionFunction
 
 from acquisition.additive import AdditiveAcquisition
-from acquisition.botorch_strategy import BotorchStrategy, Pool
-from acquisition.readouts import build_pool_model, output_variance
+from acquisition.botorch_strategy import EnsemblePoolStrategy
+from acquisition.readouts import output_variance
 from acquisition.registry import register
-from experiment_design import DesignSpace, MeasurementBatch
 
 
 class EnsembleBALD(AdditiveAcquisition):
@@ -36,17 +33,7 @@ class EnsembleBALD(AdditiveAcquisition):
 
 
 @register("disagreement")
-class DisagreementStrategy(BotorchStrategy):
+class DisagreementStrategy(EnsemblePoolStrategy):
     """Pick the candidates where ensemble members disagree most relative to noise (BALD)."""
 
-    def _acqf(
-        self,
-        model: object,
-        space: DesignSpace,
-        pool: Pool,
-        ledger: MeasurementBatch | None,
-        rng: np.random.Generator,
-        deadline: float,
-    ) -> tuple[AcquisitionFunction, Pool]:
-        pool_model, n = build_pool_model(model, space, pool.queries, pool.X, rng, deadline=deadline)
-        return EnsembleBALD(pool_model), pool.truncate(n)
+    acqf_class = EnsembleBALD

@@ -13,15 +13,13 @@ joint batch value diversifies the greedy selection.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.utils.transforms import t_batch_mode_transform
 
-from acquisition.botorch_strategy import BotorchStrategy, Pool
-from acquisition.readouts import batch_gram, build_pool_model
+from acquisition.botorch_strategy import EnsemblePoolStrategy
+from acquisition.readouts import batch_gram
 from acquisition.registry import register
-from experiment_design import DesignSpace, MeasurementBatch
 
 
 class EnsembleEIG(AcquisitionFunction):
@@ -62,17 +60,7 @@ class EnsembleEIG(AcquisitionFunction):
 
 
 @register("eig")
-class EIGStrategy(BotorchStrategy):
+class EIGStrategy(EnsemblePoolStrategy):
     """Pick the batch that most increases the log-determinant of the (ensemble) Fisher information."""
 
-    def _acqf(
-        self,
-        model: object,
-        space: DesignSpace,
-        pool: Pool,
-        ledger: MeasurementBatch | None,
-        rng: np.random.Generator,
-        deadline: float,
-    ) -> tuple[AcquisitionFunction, Pool]:
-        pool_model, n = build_pool_model(model, space, pool.queries, pool.X, rng, deadline=deadline)
-        return EnsembleEIG(pool_model), pool.truncate(n)
+    acqf_class = EnsembleEIG

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from botorch.acquisition import AcquisitionFunction
 
 from acquisition.additive import AdditiveAcquisition
-from acquisition.botorch_strategy import BotorchStrategy, Pool
-from acquisition.readouts import build_pool_model, output_variance
+from acquisition.botorch_strategy import EnsemblePoolStrategy
+from acquisition.readouts import output_variance
 from acquisition.registry import register
-from experiment_design import DesignSpace, MeasurementBatch
 
 
 class EnsembleVariance(AdditiveAcquisition):
@@ -30,17 +27,7 @@ class EnsembleVariance(AdditiveAcquisition):
 
 
 @register("uncertainty")
-class UncertaintyStrategy(BotorchStrategy):
+class UncertaintyStrategy(EnsemblePoolStrategy):
     """Pick the candidates whose readouts the ensemble is least sure about."""
 
-    def _acqf(
-        self,
-        model: object,
-        space: DesignSpace,
-        pool: Pool,
-        ledger: MeasurementBatch | None,
-        rng: np.random.Generator,
-        deadline: float,
-    ) -> tuple[AcquisitionFunction, Pool]:
-        pool_model, n = build_pool_model(model, space, pool.queries, pool.X, rng, deadline=deadline)
-        return EnsembleVariance(pool_model), pool.truncate(n)
+    acqf_class = EnsembleVariance
