@@ -259,11 +259,13 @@ class Study:
         if self.heldout is None:
             return
         for axis in self.heldout.missing():
-            if self._lab is not None:  # stateless hand-out: earlier axes' specimens are excluded explicitly
-                batch = self.oracle.measure(self.heldout.sets[axis], exclude=sorted(self.heldout.specimens()))
-            else:
-                batch = self.oracle.measure(self.heldout.sets[axis])
-            self.heldout.store(axis, batch)
+            self.heldout.store(axis, self._measure_queries(self.heldout.sets[axis], self.heldout.specimens))
+
+    def _measure_queries(self, queries: list[Query], used: Callable[[], set[str]]) -> MeasurementBatch:
+        """Measure through the oracle; lab data hands out specimens statelessly, excluding ``used()``."""
+        if self._lab is None:
+            return self.oracle.measure(queries)
+        return self.oracle.measure(queries, exclude=sorted(used()))
 
     def _training_data(self, upto: int) -> MeasurementBatch:
         """The ledger up to a round, less what the stress sets hold out."""
@@ -360,9 +362,7 @@ class Study:
         if self.config.oracle == "plates":
             raise AwaitingReadout(r)
         t0 = time.perf_counter()
-        queries = self.store.read_proposal(r)
-        batch = (self.oracle.measure(queries, exclude=sorted(self._used_specimens(r - 1))) if self._lab is not None
-                 else self.oracle.measure(queries))
+        batch = self._measure_queries(self.store.read_proposal(r), lambda: self._used_specimens(r - 1))
         self.ledger.append(r, batch)
         self.store.write_status(r, S.MEASURED, measure_s=time.perf_counter() - t0)
         faults.checkpoint(r, "measured")
