@@ -35,7 +35,7 @@ import torch
 from botorch.acquisition import AcquisitionFunction
 
 from acquisition.base import Strategy
-from acquisition.readouts import build_pool_model
+from acquisition.readouts import build_pool_model, pool_positions
 from experiment_design import DesignSpace, MeasurementBatch, Query
 
 #: Share of the time limit that pool prediction and acquisition set-up may use.
@@ -66,6 +66,14 @@ class Pool:
     def truncate(self, n: int) -> Pool:
         """The first ``n`` candidates."""
         return Pool(self.queries[:n], self.X[:n], self.cost[:n])
+
+    def inputs(self, acqf: AcquisitionFunction) -> torch.Tensor:
+        """``(n, d')`` rows to hand ``acqf``: positions for a pool-indexed one, else the encodings.
+
+        An acquisition function is pool-indexed when it, or its model, sets ``indexed = True``.
+        """
+        indexed = getattr(acqf, "indexed", False) or getattr(acqf.model, "indexed", False)
+        return pool_positions(len(self.queries)) if indexed else self.X
 
 
 class BotorchStrategy(Strategy):
@@ -204,6 +212,7 @@ class BotorchStrategy(Strategy):
     ) -> list[int]:
         """Sequential greedy batch: marginal gain per cost^λ, pending points, budget and time limit."""
         order = rng.permutation(len(pool.queries))
+        X = pool.inputs(acqf)  # candidates by position for pool-indexed acquisition: no float lookups
         divisor = pool.cost[order] ** self.cost_exponent
         free = np.ones(len(order), dtype=bool)
         chosen: list[int] = []
@@ -219,10 +228,10 @@ class BotorchStrategy(Strategy):
                 gain = np.where(fits, last_gain, np.nan)
                 value = None
             else:
-                acqf.set_X_pending(pool.X[[order[i] for i in chosen]] if chosen else None)
+                acqf.set_X_pending(X[[order[i] for i in chosen]] if chosen else None)
                 cand = np.flatnonzero(fits)
                 value = np.full(len(order), np.nan)
-                value[cand] = self._score(acqf, pool.X, order[cand], deadline)
+                value[cand] = self._score(acqf, X, order[cand], deadline)
                 gain = (value - baseline) / divisor
                 last_gain = gain
             if np.all(np.isnan(gain[fits])):

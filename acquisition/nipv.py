@@ -35,7 +35,7 @@ from botorch.utils.transforms import t_batch_mode_transform
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from acquisition.botorch_strategy import BotorchStrategy, Pool
-from acquisition.readouts import predict
+from acquisition.readouts import pool_rows, predict
 from acquisition.registry import register
 from experiment_design import DesignSpace, MeasurementBatch
 from models.base import PROGRAMS
@@ -114,7 +114,9 @@ class PooledNIPV(ClosedFormNIPV):
 
     the same number as the joint formula (Gaussian conditioning in two steps),
     at ``O(n·p·m)`` per greedy step instead of one kernel matrix per chunk.
-    Rows of ``X`` that are not pool rows fall back to the joint formula.
+    Its inputs are pool positions (:func:`acquisition.readouts.pool_positions`),
+    never encodings looked up by value; batches of several points use the
+    joint formula on their encodings.
 
     Args:
         model: A ``SingleTaskGP`` / ``MixedSingleTaskGP`` in eval mode.
@@ -125,15 +127,18 @@ class PooledNIPV(ClosedFormNIPV):
 
     """
 
+    #: Inputs are pool positions ``(..., q, 1)``.
+    indexed = True
+
     def __init__(  # noqa: ANN001 - model: a botorch GP
         self, model, mc_points: torch.Tensor, noise_var: float | torch.Tensor, noise_dim: int | None,
         X_pool: torch.Tensor,
     ) -> None:
         self._ready = False
+        self._pending_rows: torch.Tensor | None = None
         super().__init__(model, mc_points, noise_var, noise_dim)
         gp = model
         self.X_pool = X_pool
-        self._key = {row.tobytes(): i for i, row in enumerate(X_pool.numpy())}
         tf = getattr(gp, "outcome_transform", None)
         self._s2 = float(tf.stdvs.pow(2).squeeze()) if tf is not None and hasattr(tf, "stdvs") else 1.0
         Xt = gp.train_inputs[0]
@@ -166,24 +171,20 @@ class PooledNIPV(ClosedFormNIPV):
             return self.noise_var.expand(X.shape[:-1])
         return self.noise_var[X[..., self.noise_dim].round().long()]
 
-    def _rows(self, X: torch.Tensor) -> list[int] | None:
-        """Pool rows of ``X`` ``(n, d)``, or ``None`` if one is not in the pool."""
-        out = [self._key.get(row.tobytes()) for row in X.detach().to(torch.float64).numpy()]
-        return None if any(i is None for i in out) else out
-
     def set_X_pending(self, X_pending: torch.Tensor | None = None) -> None:
-        """Set the pending points and condition the cached pool quantities on them."""
-        super().set_X_pending(X_pending)
+        """Set the pending points (pool positions ``(p, 1)``) and condition the cached pool quantities on them."""
         if not self._ready:
+            super().set_X_pending(X_pending)
             return
-        rows = None if X_pending is None else self._rows(X_pending)
+        rows = None if X_pending is None else pool_rows(X_pending, len(self.X_pool)).reshape(-1)
         self._pending_rows = rows
-        if X_pending is None or rows is None:
+        super().set_X_pending(None if rows is None else self.X_pool[rows])  # the joint formula's encodings
+        if rows is None:
             self._cz_p, self._d_p, self._kzz_p = self._Cz, self._d, self._kzz
             return
         # Posterior covariance between every pool row and the pending rows, then a rank-p update.
-        k_all_p = torch.cat([self.model.covar_module(self.model.transform_inputs(c),
-                                                     self.model.transform_inputs(X_pending)).to_dense()
+        Xp = self.model.transform_inputs(self.X_pool[rows])
+        k_all_p = torch.cat([self.model.covar_module(self.model.transform_inputs(c), Xp).to_dense()
                              for c in self.X_pool.split(1024)])  # (n, p) prior
         C_np = k_all_p - self._Vp.T @ self._Vp[:, rows]  # (n, p) posterior
         A = C_np[rows] + torch.diag_embed(self._noise_pool[rows])
@@ -196,10 +197,11 @@ class PooledNIPV(ClosedFormNIPV):
 
     @t_batch_mode_transform()
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """``(b,)`` values for ``X`` ``(b, q, d)`` jointly with the pending points."""
-        rows = self._rows(X.reshape(-1, X.shape[-1])) if X.shape[-2] == 1 else None
-        if rows is None or (self.X_pending is not None and self._pending_rows is None):
-            return ClosedFormNIPV.forward.__wrapped__(self, X)
+        """``(b,)`` values for pool positions ``X`` ``(b, q, 1)`` jointly with the pending points."""
+        rows = pool_rows(X, len(self.X_pool))  # (b, q)
+        if X.shape[-2] > 1:
+            return ClosedFormNIPV.forward.__wrapped__(self, self.X_pool[rows])
+        rows = rows[:, 0]
         cz, dx = self._cz_p[rows], self._d_p[rows]  # (b, m), (b,)
         reduction = cz.pow(2) / (dx + self._noise_pool[rows]).unsqueeze(-1)
         return -self._s2 * (self._kzz_p.unsqueeze(0) - reduction).mean(dim=-1)

@@ -58,29 +58,62 @@ def predict(model: object, queries: Sequence[Query], readouts: Sequence[str]) ->
     return model.predict(queries)
 
 
+def pool_positions(n: int) -> torch.Tensor:
+    """``(n, 1)`` float64 positions ``0 … n−1``: the inputs of a pool-indexed acquisition function.
+
+    Integers below ``2**53`` are exact in float64, so a position survives any
+    reshaping, stacking or indexing of the input tensor bit for bit; no
+    arithmetic is ever done on it before :func:`pool_rows` reads it back.
+    """
+    return torch.arange(n, dtype=torch.float64).unsqueeze(-1)
+
+
+def pool_rows(X: torch.Tensor, n: int) -> torch.Tensor:
+    """``X.shape[:-1]`` pool indices of position inputs ``X`` ``(..., 1)`` (see :func:`pool_positions`).
+
+    Args:
+        X: Positions, shape ``(..., 1)``.
+        n: Pool size.
+
+    Raises:
+        ValueError: If ``X`` is not ``(..., 1)`` or holds a value that is not
+            a position in ``[0, n)``.
+
+    """
+    if X.shape[-1] != 1:
+        raise ValueError(
+            f"pool-indexed acquisition: inputs must be pool positions of shape (..., 1), got {tuple(X.shape)}; "
+            "pass acquisition.readouts.pool_positions(n) rows, not encodings"
+        )
+    x = X.detach()[..., 0].to(torch.float64)
+    idx = x.round()
+    bad = (idx < 0) | (idx >= n) | ((x - idx).abs() > 1e-6)
+    if bool(bad.any()):
+        raise ValueError(f"pool-indexed acquisition: {float(x[bad][0])!r} is not a position in a pool of {n}")
+    return idx.long()
+
+
 class PoolEnsembleModel(EnsembleModel):
     """Ensemble model whose outputs are the whitened, assay-masked readouts of a fixed pool.
 
-    ``forward`` looks each input row up in the pool (rows must be pool
-    encodings, as in discrete optimisation over the pool); an unknown row
-    raises ``ValueError``.
+    Its inputs are pool *positions* (:func:`pool_positions`), not encodings:
+    a candidate is found by its index, never by comparing floats, so the same
+    row is found on every CPU whatever the BLAS kernels do to the last bit.
 
     Args:
-        X_pool: ``(n, d)`` encodings of the pool.
+        X_pool: ``(n, d)`` encodings of the pool (kept for reference).
         values: ``(n, M, O)`` whitened member outputs (see the module docstring).
 
     """
+
+    #: Inputs are pool positions ``(..., q, 1)``, see :func:`pool_positions`.
+    indexed = True
 
     def __init__(self, X_pool: torch.Tensor, values: torch.Tensor) -> None:
         super().__init__()
         self.X_pool = X_pool.to(torch.float64)
         self.values = values
         self._num_outputs = values.shape[-1]
-        # Rows are found by a random linear hash (sorted, searchsorted), then checked for equality.
-        g = torch.Generator().manual_seed(0)
-        self._w = torch.rand(X_pool.shape[-1], generator=g, dtype=torch.float64) + 0.5
-        h = self.X_pool @ self._w
-        self._hash, self._order = torch.sort(h)
         self._variance: torch.Tensor | None = None
         self._gram: torch.Tensor | None = None
 
@@ -90,21 +123,16 @@ class PoolEnsembleModel(EnsembleModel):
         return self.values.shape[1]
 
     def rows(self, X: torch.Tensor) -> torch.Tensor:
-        """``X.shape[:-1]`` pool indices of the rows of ``X``.
+        """``X.shape[:-1]`` pool indices of the positions ``X`` ``(..., 1)``.
 
         Raises:
-            ValueError: If a row is not a pool encoding.
+            ValueError: If a value is not a position in the pool.
 
         """
-        flat = X.detach().reshape(-1, X.shape[-1]).to(torch.float64)
-        pos = torch.searchsorted(self._hash, flat @ self._w).clamp(max=len(self._hash) - 1)
-        idx = self._order[pos]
-        if not torch.equal(self.X_pool[idx], flat):
-            raise ValueError("PoolEnsembleModel: an input row is not a pool encoding; optimise over the pool")
-        return idx.reshape(X.shape[:-1])
+        return pool_rows(X, len(self.values))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """``(batch, M, q, O)`` whitened member outputs at pool rows ``X`` ``(batch, q, d)``."""
+        """``(batch, M, q, O)`` whitened member outputs at pool positions ``X`` ``(batch, q, 1)``."""
         v = self.values[self.rows(X)].to(torch.float64)  # (batch, q, M, O)
         return v.transpose(-3, -2)
 

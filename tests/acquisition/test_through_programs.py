@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from acquisition.readouts import build_pool_model
+from acquisition.readouts import build_pool_model, pool_positions
 from experiment_design import Context, DesignSpace, Target
 from models.base import PROGRAMS, Prediction
 
@@ -29,8 +29,7 @@ class TwoReadoutEnsemble:
 def _outputs(model, space):
     pool = space.sample(64, np.random.default_rng(1), assays=["scrna"])
     pm, _ = build_pool_model(model, space, pool, space.encode(pool), np.random.default_rng(2))
-    X = space.encode(pool).unsqueeze(-2)
-    return pm.posterior(X).values  # (n, M, 1, O)
+    return pm.posterior(pool_positions(len(pool)).unsqueeze(-2)).values  # (n, M, 1, O)
 
 
 def test_decoder_disagreement_alone_is_not_information():
