@@ -9,8 +9,12 @@ Contract
   the budget it fills with what still fits, and returns ``[]`` only when
   nothing fits;
 * at most ``q`` queries (replicates of one condition count once each);
-* deterministic given the model state, the ledger and the generator's state;
-* returns within ``time_limit_s`` (best found so far).
+* deterministic given the model state, the ledger and the generator's state:
+  what it proposes is set by counts (pool size, chunks, greedy steps), never
+  by the clock;
+* returns within ``time_limit_s`` (best found so far), a safety net that sets
+  :attr:`Strategy.truncated` when it binds (then, and only then, the batch may
+  depend on the machine's speed).
 
 ``model`` may be ``None`` for baselines that ignore it (``random``,
 ``sobol``, ``dose_grid``); ``ledger`` is every observation so far (``None`` or
@@ -26,12 +30,15 @@ import numpy as np
 
 from experiment_design import DesignSpace, MeasurementBatch, Query
 
+#: Default safety limit of one proposal, seconds (far above what a proposal takes: it is never the design's limit).
+DEFAULT_TIME_LIMIT_S = 300.0
+
 
 class Strategy(ABC):
     """Base class of every acquisition strategy.
 
     Args:
-        time_limit_s: Wall-clock limit of one ``propose`` call, seconds.
+        time_limit_s: Wall-clock safety limit of one ``propose`` call, seconds.
 
     """
 
@@ -40,7 +47,7 @@ class Strategy(ABC):
     #: Whether the last ``propose`` was cut short by its time limit (then it depends on machine speed).
     truncated: bool = False
 
-    def __init__(self, time_limit_s: float = 10.0) -> None:
+    def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> None:
         self.time_limit_s = time_limit_s
 
     @abstractmethod

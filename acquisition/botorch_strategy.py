@@ -13,7 +13,9 @@ The base
    (``cost_exponent = 0`` for plain strategies, 1 for ``cost_aware``); an
    acquisition function flagged ``additive = True`` (its batch value is the
    sum of its points' values) is scored once and the gains reused;
-4. respects the time limit: the pool is drawn in blocks until 20 % of the
+4. what it proposes is set by counts (pool size, chunks, greedy steps); the
+   time limit is only a safety net, far above what a proposal takes, that
+   flags :attr:`truncated` when it binds: the pool is drawn in blocks until 20 % of the
    limit, set-up (prediction, surrogate fit) stops at 50 %, the pool is scored in chunks in a seeded random
    order and a step that runs out of time uses the best chunk scores found so
    far; once the limit is reached the batch is filled from the last scores.
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
 
-from acquisition.base import Strategy
+from acquisition.base import DEFAULT_TIME_LIMIT_S, Strategy
 from acquisition.readouts import build_pool_model, pool_positions
 from experiment_design import DesignSpace, MeasurementBatch, Query
 
@@ -91,7 +93,7 @@ class BotorchStrategy(Strategy):
 
     def __init__(
         self,
-        time_limit_s: float = 10.0,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
         pool_size: int = 2000,
         chunk_size: int = 1024,
         cost_exponent: float = 0.0,

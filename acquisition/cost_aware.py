@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from botorch.acquisition import AcquisitionFunction
 
+from acquisition.base import DEFAULT_TIME_LIMIT_S
 from acquisition.botorch_strategy import BotorchStrategy, Pool
 from acquisition.registry import STRATEGIES, register
 from experiment_design import DesignSpace, MeasurementBatch
@@ -43,7 +44,7 @@ class CostAwareStrategy(BotorchStrategy):
     def __init__(
         self,
         base: str = "eig",
-        time_limit_s: float = 10.0,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
         pool_size: int = 2000,
         chunk_size: int | None = None,
         cost_exponent: float = 1.0,

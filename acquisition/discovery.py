@@ -27,6 +27,7 @@ from botorch.acquisition import AcquisitionFunction, qUpperConfidenceBound
 from botorch.acquisition.objective import GenericMCObjective
 from botorch.sampling.index_sampler import IndexSampler
 
+from acquisition.base import DEFAULT_TIME_LIMIT_S
 from acquisition.botorch_strategy import BotorchStrategy, Pool
 from acquisition.registry import register
 from experiment_design import DesignSpace, MeasurementBatch
@@ -97,7 +98,7 @@ class DiscoveryStrategy(BotorchStrategy):
 
     def __init__(
         self,
-        time_limit_s: float = 10.0,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
         pool_size: int = 2000,
         chunk_size: int = 1024,
         cost_exponent: float = 0.0,

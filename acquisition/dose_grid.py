@@ -27,7 +27,7 @@ from itertools import combinations, product
 
 import numpy as np
 
-from acquisition.base import Strategy
+from acquisition.base import DEFAULT_TIME_LIMIT_S, Strategy
 from acquisition.registry import register
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query
 
@@ -57,7 +57,7 @@ class DoseGridStrategy(Strategy):
 
     def __init__(
         self,
-        time_limit_s: float = 10.0,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
         n_doses: int = 5,
         times_h: Sequence[float] = (6.0, 24.0),
         n_pair_doses: int = 3,

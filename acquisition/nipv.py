@@ -34,6 +34,7 @@ from botorch.models import MixedSingleTaskGP, SingleTaskGP
 from botorch.utils.transforms import t_batch_mode_transform
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
+from acquisition.base import DEFAULT_TIME_LIMIT_S
 from acquisition.botorch_strategy import BotorchStrategy, Pool
 from acquisition.readouts import pool_rows, predict
 from acquisition.registry import register
@@ -226,7 +227,7 @@ class NIPVStrategy(BotorchStrategy):
 
     def __init__(
         self,
-        time_limit_s: float = 10.0,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
         pool_size: int = 2000,
         chunk_size: int = 256,
         cost_exponent: float = 0.0,

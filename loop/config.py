@@ -39,7 +39,12 @@ class RunConfig:
         initial_budget_fraction: Most of the budget the initial design may spend.
         heldout_per_axis: Queries per evaluation axis, measured once at the
             start, free of the budget and never trained on (0: no evaluation).
-        time_limit_s: Per-round acquisition time limit, seconds.
+        time_limit_s: Safety limit of one round's acquisition, seconds. What a
+            seed proposes is set by counts (pool size, scoring chunks, greedy
+            steps), not by the clock; a proposal that hits this limit still
+            returns a valid batch and is flagged ``acquire_truncated`` in
+            ``metrics.parquet`` (it may then differ on another machine). The
+            default runs never come near it.
         workers: CPUs for a local Ray instance (default: all).
         address: Ray cluster address to join instead of starting one.
         costs: Assay name → cost override in budget units.
@@ -60,7 +65,7 @@ class RunConfig:
     initial_controls_h: tuple[float, ...] = (24.0,)
     initial_budget_fraction: float = 0.25
     heldout_per_axis: int = 8
-    time_limit_s: float = 10.0
+    time_limit_s: float = 300.0
     workers: int | None = None
     address: str | None = None
     costs: dict[str, float] = field(default_factory=dict)
