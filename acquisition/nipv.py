@@ -136,7 +136,6 @@ class PooledNIPV(ClosedFormNIPV):
         X_pool: torch.Tensor,
     ) -> None:
         self._ready = False
-        self._pending_rows: torch.Tensor | None = None
         super().__init__(model, mc_points, noise_var, noise_dim)
         gp = model
         self.X_pool = X_pool
@@ -178,7 +177,6 @@ class PooledNIPV(ClosedFormNIPV):
             super().set_X_pending(X_pending)
             return
         rows = None if X_pending is None else pool_rows(X_pending, len(self.X_pool)).reshape(-1)
-        self._pending_rows = rows
         super().set_X_pending(None if rows is None else self.X_pool[rows])  # the joint formula's encodings
         if rows is None:
             self._cz_p, self._d_p, self._kzz_p = self._Cz, self._d, self._kzz

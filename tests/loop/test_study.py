@@ -156,4 +156,3 @@ def test_kill_9_then_resume_from_the_command_line(reference, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "identifiability" in resumed.stdout.splitlines()[-1]
     _assert_same_run(reference, root)
-
