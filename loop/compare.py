@@ -6,7 +6,8 @@ Example::
 
 writes ``DIR/runs/<strategy>-seed<k>/`` (ordinary run folders, one Ray task
 each, run in parallel), ``DIR/results.parquet`` (every metrics row with
-``strategy``, ``seed`` and ``finished``), ``DIR/summary.csv`` (the headline
+``strategy``, ``seed``, ``finished`` and ``status``; failed runs are kept
+there, marked, and left out of every mean), ``DIR/summary.csv`` (the headline
 table, see :mod:`loop.stats`) and ``DIR/report.html`` (:mod:`loop.report`).
 Rerunning the same command resumes: finished runs (budget spent, or ended
 normally as recorded in ``DIR/status.json``) are skipped, unfinished ones
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from loop.config import IDENTITY_KEYS, RunConfig
-from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame
+from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame, scored_results
 from loop.stats import REFERENCE, headline, headline_frame
 from loop.storage import read_json, write_bytes, write_json, write_table
 
@@ -204,6 +205,9 @@ def summarise(out: str | Path, seed: int = 0) -> pd.DataFrame:
     runs = [load_run(p) for p in find_runs(out)]
     results = results_frame(runs)
     write_table(out / "results.parquet", results)
+    results = scored_results(results)
+    if not len(results):
+        raise ValueError(f"{out}: every run with a scored round failed; nothing to summarise")
     if REFERENCE in set(results["strategy"]):
         summary = headline_frame(headline(results, np.random.default_rng(seed)))
     else:

@@ -15,6 +15,10 @@ ORACLES = ("sim", "lab", "plates")
 IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data")
 
 
+class SettingError(ValueError):
+    """A setting that cannot work with this world or data, found once the run has started."""
+
+
 @dataclass
 class RunConfig:
     """Everything that determines a run (timings and paths aside).

@@ -21,6 +21,7 @@ import pandas as pd
 
 from experiment_design import DesignSpace, MeasurementBatch, Query, keys
 from experiment_design.splits import queries_of_obs
+from loop.config import SettingError
 from loop.storage import read_table, write_table
 from models.evaluation import RiskReport, evaluate, make_stress_sets, stress_blocks
 
@@ -97,7 +98,7 @@ class HeldOut:
 
         pool = tuple(q for q in space.pool if not self.blocked(q))
         if space.pool and not pool:
-            raise ValueError("every condition of the data is held out for evaluation; lower heldout_per_axis")
+            raise SettingError("every condition of the data is held out for evaluation; lower heldout_per_axis")
         return dataclasses.replace(space, pool=pool, held_out_contexts=self.held_contexts,
                                    held_out_target_sets=self.held_target_sets)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from experiment_design import MeasurementBatch, keys
-from loop.storage import read_table, write_table
+from loop.storage import RunFolderError, read_table, write_table
 
 SHARD = re.compile(r"^round-(\d{4})\.parquet$")
 
@@ -59,11 +59,11 @@ class Ledger:
         for r in rounds:
             path = self.path(r)
             if not path.is_file():
-                raise ValueError(f"{path}: ledger shard missing although round {r} was measured")
+                raise RunFolderError(f"{path}: ledger shard missing although round {r} was measured")
             try:
                 pq.ParquetFile(path).metadata  # noqa: B018 - reading the footer is the check
             except (pa.ArrowInvalid, OSError) as exc:
-                raise ValueError(f"{path}: unreadable Parquet ({exc}); truncated or not written by cslab") from None
+                raise RunFolderError(f"{path}: unreadable Parquet ({exc}); truncated or not written by cslab") from None
 
     def read_round(self, round_index: int) -> MeasurementBatch:
         """One round's measurements.
@@ -73,12 +73,12 @@ class Ledger:
         """
         path = self.path(round_index)
         if not path.is_file():
-            raise ValueError(f"{path}: ledger shard missing")
+            raise RunFolderError(f"{path}: ledger shard missing")
         table = read_table(path)
         try:
             return MeasurementBatch.from_arrow(table)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise RunFolderError(f"{path}: {exc}") from None
 
     def load(self, upto: int | None = None) -> MeasurementBatch:
         """All measurements of rounds ``<= upto`` (all rounds by default)."""

@@ -56,6 +56,8 @@ class RunData:
         proposals: Every round's proposals concatenated (one row per query).
         completed: ``loop.compare`` saw the run end normally (its study's
             ``status.json``), e.g. because the strategy proposed nothing more.
+        error: Why the run's last attempt stopped on an error (its study's
+            ``status.json`` or the run's ``failed.json``), ``None`` if it did not.
     """
 
     root: Path
@@ -63,6 +65,7 @@ class RunData:
     metrics: pd.DataFrame
     proposals: pd.DataFrame
     completed: bool = False
+    error: str | None = None
 
     @property
     def strategy(self) -> str:
@@ -80,9 +83,24 @@ class RunData:
         return DesignSpace.from_dict(self.config["space"])
 
     @property
+    def failed(self) -> bool:
+        """True when the run's last attempt stopped on an error and it has not ended normally since."""
+        return self.error is not None and not RoundStore(self.root).finished_path.is_file()
+
+    @property
+    def status(self) -> str:
+        """``failed``, ``finished`` or ``running`` (not finished: still going, interrupted or waiting)."""
+        return "failed" if self.failed else "finished" if self.finished else "running"
+
+    @property
     def finished(self) -> bool:
-        """True when the run ended normally, or less than the cheapest assay is left of its budget."""
-        if self.completed or (self.root / "checkpoints" / "finished.json").is_file():
+        """True when the run ended normally, or less than the cheapest assay is left of its budget.
+
+        A failed run is not finished, whatever it spent: its last rounds may be missing.
+        """
+        if self.failed:
+            return False
+        if self.completed or RoundStore(self.root).finished_path.is_file():
             return True
         if not len(self.metrics):
             return False
@@ -91,10 +109,15 @@ class RunData:
         return left < cheapest - 1e-9
 
 
+def run_outcomes(study: str | Path) -> dict[str, dict]:
+    """What ``loop.compare`` last saw of each run (``study/status.json``): run name to ``{"status", ...}``."""
+    path = Path(study) / STATUS_FILE
+    return read_json(path) if path.is_file() else {}
+
+
 def completed_runs(study: str | Path) -> set[str]:
     """Names of the runs that ``loop.compare`` saw end normally (``study/status.json``)."""
-    path = Path(study) / STATUS_FILE
-    return {k for k, v in read_json(path).items() if v.get("status") == "finished"} if path.is_file() else set()
+    return {k for k, v in run_outcomes(study).items() if v.get("status") == "finished"}
 
 
 def load_run(root: str | Path, completed: bool | None = None) -> RunData:
@@ -115,9 +138,13 @@ def load_run(root: str | Path, completed: bool | None = None) -> RunData:
     paths = sorted((root / "proposals").glob("round-*.parquet"))
     props = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
         columns=["round", "perturbation", "dose_value", "time", "assay", "cost"])
+    outcome = run_outcomes(root.parent.parent).get(root.name, {}) if root.parent.name == "runs" else {}
     if completed is None:
-        completed = root.parent.name == "runs" and root.name in completed_runs(root.parent.parent)
-    return RunData(root, read_json(root / "config.json"), store.read_metrics(), props, completed)
+        completed = outcome.get("status") == "finished"
+    error = outcome.get("error", "unknown error") if outcome.get("status") == "failed" else None
+    if store.failed_path.is_file():
+        error = read_json(store.failed_path).get("error", "unknown error")
+    return RunData(root, read_json(root / "config.json"), store.read_metrics(), props, completed, error)
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -136,11 +163,22 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 
 def results_frame(runs: list[RunData]) -> pd.DataFrame:
-    """Every metrics row of every run with ``strategy``, ``seed`` and ``finished`` (results.parquet)."""
-    frames = [r.metrics.assign(strategy=r.strategy, seed=r.seed, finished=r.finished) for r in runs if len(r.metrics)]
+    """Every metrics row of every run with ``strategy``, ``seed``, ``finished`` and ``status`` (results.parquet).
+
+    ``status`` is ``finished``, ``running`` or ``failed``; the rows of a failed
+    run are kept (so that it can be inspected) and every mean leaves them out
+    (:func:`scored_results`).
+    """
+    frames = [r.metrics.assign(strategy=r.strategy, seed=r.seed, finished=r.finished, status=r.status)
+              for r in runs if len(r.metrics)]
     if not frames:
         raise ValueError("no run has a scored round yet; nothing to report")
     return pd.concat(frames, ignore_index=True)
+
+
+def scored_results(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`results_frame` that means may use: every run but the failed ones."""
+    return results[results["status"] != "failed"] if "status" in results else results
 
 
 def proposals_frame(runs: list[RunData]) -> pd.DataFrame:
@@ -282,8 +320,13 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
             :class:`RecoveryUnavailable`; ``None`` leaves the section as a note.
         seed: Seed of the bootstrap generator.
     """
-    results = results_frame(runs)
-    props = proposals_frame(runs)
+    all_results = results_frame(runs)
+    results = scored_results(all_results)
+    failed = [r for r in runs if r.failed]
+    if not len(results):
+        raise ValueError(f"every run with a scored round failed ({', '.join(r.root.name for r in failed)}); "
+                         "nothing to average")
+    props = proposals_frame([r for r in runs if not r.failed])
     study = len(runs) > 1 or (folder / "runs").is_dir()
     space = runs[0].space
     anchors = {a.name for a in space.assays if a.is_anchor}
@@ -326,11 +369,16 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
     body["reproducibility"] = _repro_html(runs)
     status = pd.DataFrame([{"run": r.root.name, "strategy": r.strategy, "seed": r.seed, "rounds": len(r.metrics),
                             "spent": float(r.metrics["spent"].iloc[-1]) if len(r.metrics) else 0.0,
-                            "budget": float(r.config["config"]["budget"]), "finished": r.finished} for r in runs])
+                            "budget": float(r.config["config"]["budget"]), "status": r.status,
+                            "error": r.error if r.failed else ""} for r in runs])
     kind = "study" if study else "run"
     head = (f"<h1>cslab {kind} report</h1><p>{html.escape(str(folder))} — {len(runs)} run(s), strategies "
             f"{', '.join(sorted(results['strategy'].unique()))}; rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>")
-    if not status["finished"].all():
+    if failed:
+        head += (f"<p class='note'>{len(failed)} run(s) failed and are left out of every curve, mean and table "
+                 f"below: {html.escape(', '.join(r.root.name for r in failed))} (errors in the run table; rerun "
+                 "the same command to retry them).</p>")
+    if (status["status"] == "running").any():
         head += "<p class='note'>Some runs have not finished yet: their curves end early.</p>"
     nav = "<nav>" + "".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items()) + "</nav>"
     sections = "".join(f'<section id="{k}"><h2>{html.escape(v)}</h2>{body[k]}</section>' for k, v in SECTIONS.items())

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from experiment_design import DesignSpace, Query, keys
-from loop.storage import read_json, read_table, write_json, write_table
+from loop.storage import RunFolderError, read_json, read_table, write_json, write_table
 
 #: Columns of metrics.parquet that every run has, in order (``ident_<part>``
 #: columns follow ``identifiability``).
@@ -52,6 +52,11 @@ class RoundStore:
         """``checkpoints/finished.json``: written when a run ends normally (with the reason)."""
         return self.root / "checkpoints" / "finished.json"
 
+    @property
+    def failed_path(self) -> Path:
+        """The internal error the run last stopped on (written by ``loop.run``, removed when it resumes)."""
+        return self.root / "failed.json"
+
     def status_path(self, r: int) -> Path:
         """``checkpoints/round-NNNN.json``."""
         return self.root / "checkpoints" / f"round-{r:04d}.json"
@@ -74,7 +79,7 @@ class RoundStore:
         try:
             rec["status"] = RoundStatus[rec["status"].upper()]
         except (KeyError, AttributeError):
-            raise ValueError(f"{path}: unknown round status {rec.get('status')!r}") from None
+            raise RunFolderError(f"{path}: unknown round status {rec.get('status')!r}") from None
         return rec
 
     def write_status(self, r: int, status: RoundStatus, **fields: object) -> dict:

@@ -1,7 +1,10 @@
 """``python -m loop.run``: run or resume one in-silico design study.
 
-Exit codes: 0 finished; 2 bad arguments or run folder; 3 the oracle kept
-failing (the message says how to resume); 130 interrupted (resumable).
+Exit codes: 0 finished; 2 bad arguments, setting, data file or run folder;
+3 the oracle kept failing; 4 an internal error (a bug in cslab or in a plugged-in
+model or strategy: the traceback is printed and kept in ``DIR/failed.json``);
+130 interrupted. Everything measured before a 3, 4 or 130 is kept and the
+message says how to resume.
 """
 
 from __future__ import annotations
@@ -9,12 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from loop.config import RunConfig
+from loop.config import RunConfig, SettingError
 from loop.distributed import OracleFailed
 from loop.progress import RunProgress
+from loop.storage import RunFolderError, write_json
 from loop.study import AwaitingReadout, Study
+from simulators.lab_formats import DataFormatError
+
+EXIT_INTERNAL = 4
 
 DEFAULTS = RunConfig()
 
@@ -83,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"run folder: {study.root}", flush=True)
+    study.store.failed_path.unlink(missing_ok=True)
     try:
         with RunProgress(study.config.budget, quiet=args.quiet) as progress:
             metrics = study.run(on_round=progress.round, on_stage=progress.stage)
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
               f"run the plates, python -m loop.ingest --run {study.root} READOUT.csv, then "
               f"python -m loop.run --resume {study.root}")
         return 0
-    except ValueError as exc:  # a bad file or setting met during the run (truncated checkpoint, bad control time)
+    except (RunFolderError, SettingError, DataFormatError) as exc:  # a bad file or setting met during the run
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OracleFailed as exc:
@@ -102,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted; resume with: python -m loop.run --resume {study.root}", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - an internal error: reported as one, with the way back
+        tb = traceback.format_exc()
+        write_json(study.store.failed_path, {"error": f"{type(exc).__name__}: {exc}", "traceback": tb,
+                                              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        print(f"{tb}internal error: {type(exc).__name__}: {exc}\nThis is a bug in cslab (or in a plugged-in model or "
+              f"strategy), not in your settings. Everything measured so far is kept in {study.root}; after a fix, "
+              f"resume with: python -m loop.run --resume {study.root}", file=sys.stderr)
+        return EXIT_INTERNAL
     if not args.no_report:
         from loop.report import render
 

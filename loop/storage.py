@@ -22,6 +22,11 @@ import pyarrow.parquet as pq
 TMP_MARK = ".tmp-"
 
 
+
+class RunFolderError(ValueError):
+    """The run folder is missing, foreign, corrupt or belongs to another config."""
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Write a file atomically.
 
@@ -63,11 +68,11 @@ def write_json(path: str | os.PathLike, obj: object) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """Read JSON, raising a ``ValueError`` that names the file when it is corrupt."""
+    """Read JSON, raising a :class:`RunFolderError` that names the file when it is corrupt."""
     try:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: corrupt JSON ({exc}); the file was not written by a finished cslab step") from None
+        raise RunFolderError(f"{path}: corrupt JSON ({exc}); not written by a finished cslab step") from None
 
 
 def write_table(path: str | os.PathLike, table: pa.Table | pd.DataFrame) -> Path:
@@ -78,11 +83,11 @@ def write_table(path: str | os.PathLike, table: pa.Table | pd.DataFrame) -> Path
 
 
 def read_table(path: str | os.PathLike) -> pa.Table:
-    """Read a Parquet file, raising a ``ValueError`` naming it when truncated or corrupt."""
+    """Read a Parquet file, raising a :class:`RunFolderError` naming it when truncated or corrupt."""
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet ({exc}); truncated or not written by cslab") from None
+        raise RunFolderError(f"{path}: unreadable Parquet ({exc}); truncated or not written by cslab") from None
 
 
 def clean_temporaries(root: str | os.PathLike) -> list[Path]:

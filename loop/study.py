@@ -22,22 +22,18 @@ import torch
 from acquisition.registry import STRATEGIES
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
 from loop import faults
-from loop.config import IDENTITY_KEYS, RunConfig, versions
+from loop.config import IDENTITY_KEYS, RunConfig, SettingError, versions
 from loop.distributed import OracleClient, init_ray, ray_map
 from loop.heldout import HeldOut
 from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore
-from loop.storage import atomic_write, clean_temporaries, read_json, write_json
+from loop.storage import RunFolderError, atomic_write, clean_temporaries, read_json, write_json
 from models.identifiability import score
 from models.registry import MODELS
 from simulators.lab import LabAdapter
 
 S = RoundStatus
 MAX_ROUNDS = 10_000
-
-
-class RunFolderError(ValueError):
-    """The run folder is missing, foreign, corrupt or belongs to another config."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,7 +303,7 @@ class Study:
         for q in queries:
             self.space.validate(q)
         if not queries and r == 0:
-            raise ValueError(f"round 0: the initial design has no admissible query within {left:.1f} units "
+            raise SettingError(f"round 0: the initial design has no admissible query within {left:.1f} units "
                              "(check the budget, initial_size and the held-out stress sets)")
         if not queries:
             self._end_reason = "nothing admissible fits the budget left"

@@ -8,7 +8,7 @@ from fabricate import fabricate_run
 from loop import compare
 from loop.compare import RunSpec, execute, plan, summarise
 from loop.config import RunConfig
-from loop.report import SECTIONS
+from loop.report import SECTIONS, render
 from loop.rounds import METRIC_COLUMNS
 
 
@@ -93,6 +93,37 @@ def test_one_failing_run_does_not_stop_the_others(tmp_path):
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["broken-seed0"]["status"] == "failed" and "exploded" in status["broken-seed0"]["error"]
     assert not compare.is_finished(specs[0].root)
+
+
+def crash_midway_runner(spec: RunSpec) -> dict:
+    """Like :func:`fake_runner`, but eig seed 1 stops on an internal error after half its budget."""
+    if spec.config["strategy"] == "eig" and spec.config["seed"] == 1:
+        fabricate_run(spec.root, "eig", 1, budget=spec.config["budget"], finished=False)
+        raise ValueError("PoolEnsembleModel: an input row is not a pool encoding")
+    return fake_runner(spec)
+
+
+def test_a_failed_run_is_marked_and_left_out_of_every_mean(tmp_path):
+    specs = plan(tmp_path, ["random", "eig"], 2, RunConfig(budget=100.0, world="small", batch_size=4))
+    outcomes = {o["run"]: o for o in execute(specs, runner=crash_midway_runner, use_ray=False)}
+    assert outcomes["eig-seed1"]["status"] == "failed"
+    summary = summarise(tmp_path).set_index("strategy")
+    res = pd.read_parquet(tmp_path / "results.parquet")
+    by_run = res.groupby(["strategy", "seed"])["status"].agg(set)
+    assert by_run[("eig", 1)] == {"failed"} and by_run[("eig", 0)] == {"finished"}
+    assert not res.loc[res["status"] == "failed", "finished"].any()
+    assert summary.loc["eig", "n_seeds"] == 1 and summary.loc["random", "n_seeds"] == 2
+    one_seed = res[(res["strategy"] == "eig") & (res["seed"] == 0)].sort_values("round")
+    assert summary.loc["eig", "final_identifiability"] == pytest.approx(one_seed["identifiability"].iloc[-1])
+    text = render(tmp_path, recovery=None).read_text()
+    assert "1 run(s) failed and are left out of every curve, mean and table" in text
+    assert "eig-seed1" in text and "not a pool encoding" in text
+    assert "not finished yet" not in text
+    # the same command again retries the failed run; once it ends normally it counts
+    outcomes = {o["run"]: o for o in execute(specs, runner=fake_runner, use_ray=False)}
+    assert outcomes["eig-seed1"]["status"] == "finished" and outcomes["eig-seed0"]["status"] == "skipped"
+    assert summarise(tmp_path).set_index("strategy").loc["eig", "n_seeds"] == 2
+    assert set(pd.read_parquet(tmp_path / "results.parquet")["status"]) == {"finished"}
 
 
 def test_runs_as_parallel_ray_tasks(tmp_path):

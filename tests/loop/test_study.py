@@ -156,3 +156,36 @@ def test_kill_9_then_resume_from_the_command_line(reference, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "identifiability" in resumed.stdout.splitlines()[-1]
     _assert_same_run(reference, root)
+
+
+def test_truncated_shard_on_resume_exits_2_naming_the_file(reference, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(reference, root)
+    shard = Ledger(root).path(1)
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert main(["--resume", str(root), "--quiet", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "round-0001.parquet: unreadable Parquet" in err
+
+
+def test_an_internal_error_has_its_own_exit_code_and_the_resume_hint(tmp_path, capsys, monkeypatch):
+    from loop.report import load_run
+
+    def buggy(self, **kw):
+        raise ValueError("PoolEnsembleModel: an input row is not a pool encoding")
+
+    monkeypatch.setattr(Study, "run", buggy)
+    root = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(__import__("json").dumps(FAST))
+    assert main(["--config", str(cfg), "--out", str(root), "--quiet", "--no-report"]) == 4
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: PoolEnsembleModel" in err and "Traceback" in err
+    assert f"python -m loop.run --resume {root}" in err
+    run = load_run(root)
+    assert run.failed and run.status == "failed" and "not a pool encoding" in run.error
+    monkeypatch.setattr(Study, "run", lambda self, **kw: pd.DataFrame())  # the fixed code resumes
+    assert main(["--resume", str(root), "--quiet", "--no-report"]) == 0
+    assert not RoundStore(root).failed_path.exists() and not load_run(root).failed
