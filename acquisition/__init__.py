@@ -6,6 +6,7 @@ from acquisition import (  # noqa: F401 - imported to register
     discovery,
     dose_grid,
     eig,
+    fisher,
     nipv,
     random_design,
     sobol,

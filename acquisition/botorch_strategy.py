@@ -90,6 +90,13 @@ class BotorchStrategy(Strategy):
     """
 
     needs_model = True
+    #: After the first greedy step only this many best candidates (gain per cost) stay in the race
+    #: (``None``: all). A count, so the design is the same on every machine; for acquisition functions
+    #: whose step costs grow with the pool (:mod:`acquisition.fisher`).
+    shortlist: int | None = None
+    #: Pacing (``None``: off): a round spends at most ``max(left / pace, q × median assay cost)`` and each
+    #: well is charged its cost plus the slot price ``round budget / q`` (:func:`round_budget`).
+    pace: float | None = None
 
     def __init__(
         self,
@@ -159,10 +166,14 @@ class BotorchStrategy(Strategy):
         if q == 0 or not pool.queries:
             return []
         deadline = start + SCORE_SHARE * self.time_limit_s
+        spend, slot_price = budget_left, 0.0
+        if self.pace is not None:
+            spend = round_budget(space, budget_left, q, self.pace)
+            slot_price = spend / q
         with torch.no_grad():
             n_drawn = len(pool.queries)
             acqf, pool = self._acqf(model, space, pool, ledger, rng, start + SETUP_SHARE * self.time_limit_s)
-            chosen = self._greedy(acqf, pool, q, budget_left, rng, deadline)
+            chosen = self._greedy(acqf, pool, q, spend, rng, deadline, slot_price)
         # The time limit shaped this proposal (pool, set-up or scoring cut short): it may differ on another machine.
         self.truncated = self.truncated or len(pool.queries) < n_drawn or time.monotonic() > deadline
         return [pool.queries[i] for i in chosen]
@@ -211,11 +222,12 @@ class BotorchStrategy(Strategy):
         budget_left: float,
         rng: np.random.Generator,
         deadline: float,
+        slot_price: float = 0.0,
     ) -> list[int]:
-        """Sequential greedy batch: marginal gain per cost^λ, pending points, budget and time limit."""
+        """Sequential greedy batch: marginal gain per (cost + slot price)^λ, pending points, budget, time limit."""
         order = rng.permutation(len(pool.queries))
         X = pool.inputs(acqf)  # candidates by position for pool-indexed acquisition: no float lookups
-        divisor = pool.cost[order] ** self.cost_exponent
+        divisor = (pool.cost[order] + slot_price) ** self.cost_exponent
         free = np.ones(len(order), dtype=bool)
         chosen: list[int] = []
         spent, baseline = 0.0, self._information_offset(acqf)
@@ -239,6 +251,9 @@ class BotorchStrategy(Strategy):
             if np.all(np.isnan(gain[fits])):
                 break
             best = int(np.nanargmax(np.where(fits, gain, np.nan)))
+            if not chosen and self.shortlist is not None and value is not None:
+                ranked = np.argsort(-np.where(fits, np.nan_to_num(gain, nan=-np.inf), -np.inf), kind="stable")
+                free[ranked[self.shortlist :]] = False
             if value is not None:
                 baseline = float(value[best])
             chosen.append(best)
@@ -247,6 +262,25 @@ class BotorchStrategy(Strategy):
         acqf.set_X_pending(None)
         return [int(order[i]) for i in chosen]
 
+
+
+def round_budget(space: DesignSpace, budget_left: float, q: int, pace: float) -> float:
+    """What one paced round may spend: ``min(left, max(left / pace, q × median assay cost))``.
+
+    A quarter of what is left (``pace = 4``) keeps the budget from going in the first rounds, so later
+    rounds choose with a better model; the floor of ``q`` typical wells keeps the tail short. Charging
+    every well ``cost + round budget / q`` is the Lagrangian of the two limits of a round, its budget and
+    its ``q`` wells: while wells are the scarcer, a well's information counts more than its price, and
+    richer assays (anchors) are bought; when the budget is, information per unit cost decides.
+
+    Args:
+        space: The design space (assay costs).
+        budget_left: Budget units left.
+        q: Wells per round.
+        pace: Rounds over which what is left would be spread at the least.
+    """
+    median = float(np.median([a.cost for a in space.assays]))
+    return float(min(budget_left, max(budget_left / pace, q * median)))
 
 
 class EnsemblePoolStrategy(BotorchStrategy):

@@ -20,8 +20,10 @@ from acquisition.botorch_strategy import BotorchStrategy, Pool
 from acquisition.registry import STRATEGIES, register
 from experiment_design import DesignSpace, MeasurementBatch
 
+#: Default pacing: a round spends at most a quarter of what is left (or q median wells).
+PACE = 4.0
 #: Strategies whose acquisition value is an information measure.
-INFORMATION_STRATEGIES = ("disagreement", "eig", "nipv", "uncertainty")
+INFORMATION_STRATEGIES = ("disagreement", "eig", "fisher", "nipv", "uncertainty")
 
 
 @register("cost_aware")
@@ -33,7 +35,9 @@ class CostAwareStrategy(BotorchStrategy):
         time_limit_s: Wall-clock limit of one proposal, seconds.
         pool_size: Candidates drawn per proposal.
         chunk_size: Candidates scored per acquisition call (``None``: the base's).
-        cost_exponent: λ in gain / cost^λ.
+        cost_exponent: λ in gain / (cost + slot price)^λ.
+        pace: Pacing of the budget over rounds (:func:`acquisition.botorch_strategy.round_budget`);
+            ``None`` spends freely.
         **base_kwargs: Further arguments of the base strategy.
 
     Raises:
@@ -43,17 +47,22 @@ class CostAwareStrategy(BotorchStrategy):
 
     def __init__(
         self,
-        base: str = "eig",
+        base: str = "fisher",
         time_limit_s: float = DEFAULT_TIME_LIMIT_S,
         pool_size: int = 2000,
         chunk_size: int | None = None,
         cost_exponent: float = 1.0,
+        pace: float | None = PACE,
         **base_kwargs: object,
     ) -> None:
         if base not in INFORMATION_STRATEGIES:
             raise ValueError(f"CostAwareStrategy: base must be one of {INFORMATION_STRATEGIES}, got {base!r}")
         self.base = STRATEGIES.get(base)(time_limit_s=time_limit_s, pool_size=pool_size, **base_kwargs)
         super().__init__(time_limit_s, pool_size, chunk_size or self.base.chunk_size, cost_exponent)
+        self.shortlist = self.base.shortlist
+        if pace is not None and pace < 1.0:
+            raise ValueError(f"CostAwareStrategy: pace must be >= 1 (or None), got {pace}")
+        self.pace = pace
 
     def _acqf(
         self,

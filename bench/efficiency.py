@@ -45,14 +45,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import ceiling
 from loop import compare
 from loop.config import RunConfig
+from loop.report import find_runs, load_run, results_frame
 from loop.stats import Headline, headline
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "efficiency.json"
 STUDY = ROOT / "bench" / "results" / "efficiency-study"
-STRATEGIES = "random,dose_grid,uncertainty,disagreement,eig,nipv,cost_aware"
+STRATEGIES = "random,dose_grid,uncertainty,disagreement,eig,nipv,fisher,cost_aware"
 REFERENCES = ("random", "dose_grid")
 METRICS = {"identifiability": "identifiability", "risk": "neg_risk"}  # name -> column where higher is better
 TARGET, AIM = 0.5, 1 / 3
@@ -60,11 +62,16 @@ TARGET, AIM = 0.5, 1 / 3
 QUICK = {"n_members": 2, "heldout_per_axis": 2, "model": {"max_steps": 40, "warm_steps": 20}}
 
 
-def paired_results(study: Path, strategies: list[str]) -> tuple[pd.DataFrame, list[int]]:
-    """Metrics rows of the finished runs, restricted to seeds every strategy has finished.
+def ceiling_folder(study: Path) -> Path:
+    """Where the ceiling's runs of ``study`` live (a study of their own, so ``loop.compare`` never mixes them)."""
+    return study.parent / f"{study.name}-ceiling"
+
+
+def paired_results(study: Path, strategies: list[str], with_ceiling: bool = False) -> tuple[pd.DataFrame, list[int]]:
+    """Metrics rows of the finished runs, restricted to seeds every strategy (and the ceiling) has finished.
 
     Returns:
-        The rows (with ``neg_risk = -risk``) and the complete seeds.
+        The rows (with ``neg_risk = -risk``; the ceiling's as strategy ``ceiling``) and the complete seeds.
 
     Raises:
         ValueError: If no seed is finished by every strategy.
@@ -72,6 +79,14 @@ def paired_results(study: Path, strategies: list[str]) -> tuple[pd.DataFrame, li
     compare.summarise(study)  # writes results.parquet and summary.csv of the study, as loop.compare does
     res = pd.read_parquet(study / "results.parquet")
     res = res[res["strategy"].isin(strategies)]
+    if with_ceiling:
+        top = ceiling_folder(study)
+        runs = [load_run(p) for p in find_runs(top)] if (top / "runs").is_dir() else []
+        if runs:
+            extra = results_frame(runs)
+            res = pd.concat([res, extra.assign(strategy=ceiling.NAME)], ignore_index=True)
+            strategies = [*strategies, ceiling.NAME]
+    res = res[res["status"] != "failed"] if "status" in res else res
     done = res[res["finished"]].groupby("seed")["strategy"].nunique()
     seeds = sorted(int(s) for s in done.index[done == len(strategies)])
     if not seeds:
@@ -99,13 +114,26 @@ def tables(res: pd.DataFrame, rng: np.random.Generator) -> dict[str, dict[str, l
 
 
 def best(rows: list[Headline], exclude: str) -> Headline | None:
-    """The strategy with the smallest ratio among those reaching on every seed (None if none does)."""
-    ok = [h for h in rows if h.strategy != exclude and h.n_seeds and h.n_reached == h.n_seeds]
+    """The user strategy with the smallest ratio among those reaching on every seed (None if none does)."""
+    ok = [h for h in rows if h.strategy not in (exclude, ceiling.NAME) and h.n_seeds and h.n_reached == h.n_seeds]
     return min(ok, key=lambda h: h.ratio) if ok else None
 
 
-def run_study(study: Path, strategies: list[str], seeds: int, base: RunConfig, workers: int | None) -> list[dict]:
-    """Run (or resume) the comparison's unfinished runs, seed by seed; returns the outcomes."""
+def share_of_ceiling(h: Headline, top: Headline | None) -> float:
+    """How much of the distance from random (ratio 1) to the ceiling a strategy covers: ``(1 − r) / (1 − r_c)``.
+
+    NaN without a ceiling that beats random; a strategy that does not reach on every seed uses its lower
+    bound (so the share is an upper bound).
+    """
+    if top is None or not (top.n_reached == top.n_seeds and top.n_seeds) or not top.ratio < 1.0:
+        return float("nan")
+    r = h.ratio if h.n_reached == h.n_seeds and h.n_seeds else h.ratio_bound
+    return float((1.0 - r) / (1.0 - top.ratio)) if np.isfinite(r) else float("nan")
+
+
+def run_study(study: Path, strategies: list[str], seeds: int, base: RunConfig, workers: int | None,
+              with_ceiling: bool = False) -> list[dict]:
+    """Run (or resume) the comparison's unfinished runs (and the ceiling's), seed by seed; returns the outcomes."""
     specs = compare.plan(study, strategies, seeds, base)
     specs.sort(key=lambda s: (s.config["seed"], strategies.index(s.config["strategy"])))
     t0 = time.perf_counter()
@@ -120,7 +148,10 @@ def run_study(study: Path, strategies: list[str], seeds: int, base: RunConfig, w
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SystemExit(f"{study} is being run by another process; wait for it or use --no-run") from None
-        return compare.execute(specs, workers=workers, on_done=progress)
+        if with_ceiling:
+            specs += ceiling.ceiling_specs(ceiling_folder(study), seeds, base)
+            specs.sort(key=lambda s: s.config["seed"])  # stable: each seed's strategies, then its ceiling
+        return compare.execute(specs, runner=ceiling.run_any, workers=workers, on_done=progress)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,8 +164,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None, help=f"study folder ({STUDY.relative_to(ROOT)}; quick: a temporary one)")
     ap.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
     ap.add_argument("--no-run", action="store_true", help="only summarise the runs already finished")
+    ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=None,
+                    help="also run the truth-informed ceiling (bench.ceiling) and report each strategy's share of "
+                         "the distance from random to it (default: on; off with --quick)")
     args = ap.parse_args(argv)
     q = args.quick
+    with_ceiling = (not q) if args.ceiling is None else args.ceiling
     seeds = args.seeds or (2 if q else 5)
     budget = args.budget or (20.0 if q else 200.0)
     world = args.world or ("small" if q else "default")
@@ -147,8 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         outcomes = [] if args.no_run else run_study(
             study, strategies, seeds, RunConfig.from_dict({"budget": budget, "world": world, **(QUICK if q else {})}),
-            args.workers)
-        res, done_seeds = paired_results(study, strategies)
+            args.workers, with_ceiling)
+        res, done_seeds = paired_results(study, strategies, with_ceiling)
         heads = tables(res, np.random.default_rng(0))
     finally:
         if tmp:
@@ -166,6 +201,16 @@ def main(argv: list[str] | None = None) -> dict:
         cells = [ratio_text(heads[m][r][[h.strategy for h in heads[m][r]].index(s)]) for m, r in cols]
         print(f"{s:>13} " + " ".join(f"{c:>27}" for c in cells) + f" {final.loc[s, 'identifiability']:>8.3f} "
               f"{final.loc[s, 'risk']:>10.3f}")
+    shares = {}
+    if with_ceiling and ceiling.NAME in final.index:
+        print("share of the distance from random to the ceiling (1 = as good as the truth-informed design):")
+        for m in METRICS:
+            rows = heads[m]["random"]
+            top_c = next((h for h in rows if h.strategy == ceiling.NAME), None)
+            shares[m] = {h.strategy: share_of_ceiling(h, top_c) for h in rows
+                         if h.strategy not in ("random", ceiling.NAME)}
+            print(f"  {m:>15}: ceiling {ratio_text(top_c) if top_c else 'none'}; " + ", ".join(
+                f"{k} {v:.2f}" for k, v in shares[m].items()))
     failed = [o for o in outcomes if o["status"] == "failed"]
     partial = len(done_seeds) < seeds
     top = best(heads["identifiability"]["random"], "random")
@@ -180,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_identifiability_vs_random": top.__dict__ if top else None,
         "best_risk_vs_random": top_risk.__dict__ if top_risk else None,
         "best_identifiability_vs_dose_grid": top_grid.__dict__ if top_grid else None,
-        "target_ratio": TARGET, "aim_ratio": AIM,
+        "target_ratio": TARGET, "aim_ratio": AIM, "share_of_ceiling": shares,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp_json = RESULTS.with_suffix(".json.tmp")

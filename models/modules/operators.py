@@ -32,6 +32,11 @@ LN10 = math.log(10.0)
 HILL_RAW0 = math.log(1.2 / 4.5)
 
 
+def slot_pairs(n_slots: int) -> list[tuple[int, int]]:
+    """The slot pairs ``(a, b)``, ``a < b``, in the order of ``slot_parameters()["gamma"]``."""
+    return [(a, b) for a in range(n_slots) for b in range(a + 1, n_slots)]
+
+
 class InterventionOperator(nn.Module):
     """Per-target Hill parameters, onset, interactions, context and propagator.
 
@@ -117,15 +122,40 @@ class InterventionOperator(nn.Module):
         """Append one row for the empty-slot index ``T``."""
         return torch.cat([p, torch.full((1, *p.shape[1:]), fill, dtype=p.dtype)], 0)
 
-    def inputs(self, f: QueryFeatures) -> torch.Tensor:
-        """``(n, K, K)`` inputs ``u_mk`` (source program m as seen at k), before gain and propagation."""
+    def slot_parameters(self, f: QueryFeatures) -> dict[str, torch.Tensor]:
+        """Each slot's intervention parameters, gathered from its target.
+
+        ``log10_ec50`` (with the cell-line shift), ``hill``, ``emax`` ``(n, S, K)``, ``tau_h`` ``(n, S)`` and
+        ``gamma`` ``(n, S(S−1)/2)``, the pairwise interaction of each slot pair (:func:`slot_pairs` order);
+        empty slots get Emax 0.
+
+        :meth:`inputs` reads only these (and γ, the propagator), so derivatives of the latent with respect to
+        them are derivatives with respect to the targets' own parameters (:mod:`acquisition.fisher`).
+        """
         tgt = f.target
         valid = (tgt < self.T).to(f.log10_dose.dtype)  # (n, S)
-        ec50 = self._pad(self.log10_ec50)[tgt] + self.ec50_shift[f.cell_line][:, None, None]  # (n, S, K)
-        hill = self._pad(self.hill, 1.0)[tgt]
-        emax = self._pad(self.emax)[tgt] * valid[..., None]
+        gam = nn.functional.pad(self.interactions, (0, 1, 0, 1))
+        pairs = slot_pairs(tgt.shape[1])
+        return {
+            "log10_ec50": self._pad(self.log10_ec50)[tgt] + self.ec50_shift[f.cell_line][:, None, None],
+            "hill": self._pad(self.hill, 1.0)[tgt],
+            "emax": self._pad(self.emax)[tgt] * valid[..., None],
+            "tau_h": self._pad(self.tau_h, 1.0)[tgt],
+            "gamma": torch.stack([gam[tgt[:, a], tgt[:, b]] for a, b in pairs], 1) if pairs else
+            torch.zeros(len(tgt), 0),
+        }
+
+    def inputs(self, f: QueryFeatures, slots: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``(n, K, K)`` inputs ``u_mk`` (source program m as seen at k), before gain and propagation.
+
+        Args:
+            f: ``n`` conditions.
+            slots: :meth:`slot_parameters` of ``f`` (default: gathered here).
+        """
+        tgt = f.target
+        p = self.slot_parameters(f) if slots is None else slots
+        ec50, hill, emax, tau = p["log10_ec50"], p["hill"], p["emax"], p["tau_h"]
         frac = torch.sigmoid(hill * LN10 * (f.log10_dose[..., None] - ec50))
-        tau = self._pad(self.tau_h, 1.0)[tgt]  # (n, S)
         delay = self.delay_h if self.propagate else torch.zeros(self.K, self.K)
         lag = (f.time_h[:, None, None] - delay).clamp_min(0.0)  # (n, K, K)
         onset = 1.0 - torch.exp(-lag[:, None] / tau[..., None, None])  # (n, S, K, K)
@@ -134,28 +164,27 @@ class InterventionOperator(nn.Module):
         if S >= 2:
             w = emax.abs() / emax.abs().sum(-1, keepdim=True).clamp_min(1e-6)
             phi = (w * frac).sum(-1)[..., None, None] * onset  # (n, S, K, K)
-            gam = nn.functional.pad(self.interactions, (0, 1, 0, 1))
-            for a in range(S):
-                for b in range(a + 1, S):
-                    gab = gam[tgt[:, a], tgt[:, b]][:, None, None]
-                    u = u + gab * phi[:, a] * phi[:, b] * (emax[:, a] + emax[:, b])[..., None]
+            for i, (a, b) in enumerate(slot_pairs(S)):
+                gab = p["gamma"][:, i][:, None, None]
+                u = u + gab * phi[:, a] * phi[:, b] * (emax[:, a] + emax[:, b])[..., None]
             if S >= 3:
                 v = self._pad(self.triple_v)[tgt]  # (n, 3, r)
                 dlt = v.prod(1).sum(-1)[:, None, None]
                 u = u + dlt * phi[:, 0] * phi[:, 1] * phi[:, 2] * emax[:, :3].sum(1)[..., None]
         return u
 
-    def forward(self, f: QueryFeatures) -> torch.Tensor:
+    def forward(self, f: QueryFeatures, slots: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Latent program activities.
 
         Args:
             f: ``n`` conditions.
+            slots: :meth:`slot_parameters` of ``f`` (default: gathered here).
 
         Returns:
             ``(n, K)`` latent state ``z``.
 
         """
-        u = self.inputs(f)
+        u = self.inputs(f, slots)
         dz = (u * self.propagator).sum(1)
         return self.baseline[f.cell_line] + self.gain[f.cell_line][:, None] * dz
 

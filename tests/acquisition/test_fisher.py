@@ -1,0 +1,174 @@
+"""``fisher``: the Laplace posterior over intervention parameters and its targeted A-optimal gain."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from acquisition_fakes import small_space
+
+from acquisition.fisher import (
+    Layout,
+    MemberPosterior,
+    ParameterInformation,
+    _latent_jacobian,
+    information_factors,
+)
+from acquisition.readouts import pool_positions
+from experiment_design import Context, DesignSpace, Perturbation, Query, Target
+from experiment_design.assays import MOLECULAR, Assay, Scale
+from models.data import features_from_queries
+from models.modules.network import CSLNetwork
+
+EC50_LOG10 = 0.0  # 1 µM
+HILL = 1.5
+
+
+def one_target_space() -> DesignSpace:
+    """One compound, one context, a molecular panel (reads the programs directly)."""
+    assays = (Assay("molecular", (MOLECULAR,), Scale.MOLECULAR, 0.5, (1,)),)
+    return DesignSpace(targets=(Target("CMP00", "compound"),), contexts=(Context("L0", "S0"),), max_order=1,
+                       assays=assays)
+
+
+def hill_net(n_targets: int = 1, max_order: int = 1) -> CSLNetwork:
+    """A member with a known Hill curve on program 0 (Emax 1, EC50 1 µM, slope 1.5) and no effect on program 1."""
+    torch.manual_seed(0)
+    net = CSLNetwork(n_targets, 2, 1, 1, torch.zeros(n_targets), {MOLECULAR: 2}, propagate=False)
+    op = net.operator
+    with torch.no_grad():
+        op.log10_ec50.fill_(EC50_LOG10)
+        op.hill_raw.fill_(math.log((HILL - 0.3) / 5.7 / (1 - (HILL - 0.3) / 5.7)))
+        op.emax.zero_()
+        op.emax[:, 0] = 1.0
+        op.log_tau.fill_(math.log(0.5))
+        op.inter_u.normal_(0.0, 0.5)
+    return net
+
+
+def dose_queries(space: DesignSpace, log10_doses: np.ndarray) -> list[Query]:
+    return [Query(Perturbation(("CMP00",), (float(10**x),)), 24.0, space.contexts[0], "molecular")
+            for x in log10_doses]
+
+
+def test_layout_gives_every_parameter_one_index_and_empty_slots_the_dummy():
+    lay = Layout(T=4, K=3)
+    assert lay.P == 3 * 4 * 3 + 4 + 6
+    target = torch.tensor([[0, 4, 4], [1, 2, 4], [3, 0, 2]])
+    idx = lay.support(target)
+    assert idx.shape == (3, 3 * lay.block + 3)
+    assert (idx[0, lay.block :] == lay.P).all()  # one target: the other slots and all pairs are dummies
+    assert (idx[1, : 2 * lay.block] < lay.P).all() and (idx[1, 2 * lay.block : 3 * lay.block] == lay.P).all()
+    assert idx[1, 3 * lay.block] == 3 * 4 * 3 + 4 + 3  # pair (1, 2): row 1 of the triangle starts at 3
+    assert idx[1, 3 * lay.block + 1 :].eq(lay.P).all()
+    # every real parameter of every target appears exactly once over the single-target blocks
+    all_single = lay.support(torch.tensor([[j, 4, 4] for j in range(4)]))[:, : lay.block]
+    assert sorted(all_single.reshape(-1).tolist()) == list(range(3 * 4 * 3 + 4))
+    pairs = lay.support(torch.tensor([[a, b, 4] for a in range(4) for b in range(4) if a < b]))[:, 3 * lay.block]
+    assert sorted(pairs.tolist()) == list(range(3 * 4 * 3 + 4, lay.P))
+    assert (lay.support(torch.tensor([[2, 1, 4]]))[0, 3 * lay.block] == lay.support(torch.tensor([[1, 2, 4]]))[
+        0, 3 * lay.block])
+
+
+def test_latent_jacobian_matches_finite_differences():
+    space = small_space(n_compounds=3, n_genes=0, max_order=3)
+    net = hill_net(n_targets=3, max_order=3)
+    op = net.operator
+    queries = [Query(Perturbation(("CMP00", "CMP02"), (0.5, 3.0)), 6.0, space.contexts[0], "scrna"),
+               Query(Perturbation(("CMP01",), (2.0,)), 2.0, space.contexts[0], "scrna"),
+               Query(Perturbation(("CMP00", "CMP01", "CMP02"), (0.2, 1.0, 8.0)), 12.0, space.contexts[0], "scrna")]
+    f = features_from_queries(space, queries)
+    J = _latent_jacobian(op, f)
+    lay = Layout(3, 2)
+    slots = op.slot_parameters(f)
+    eps = 1e-3
+    checks = [("log10_ec50", (0, 1, 0), 0, 1.0), ("hill", (2, 2, 0), 2 * lay.block + 2, "log"),
+              ("emax", (1, 0, 0), 4, 1.0), ("tau_h", (2, 1), 1 * lay.block + 6, "log"),
+              ("gamma", (0, 0), 3 * lay.block, 1.0)]
+    for name, where, col, kind in checks:
+        row = where[0]
+        up = {k: v.detach().clone() for k, v in slots.items()}
+        dn = {k: v.detach().clone() for k, v in slots.items()}
+        step = eps * (float(slots[name].detach()[where]) if kind == "log" else 1.0)  # d/d ln x = x d/dx
+        up[name][where] += step
+        dn[name][where] -= step
+        fd = (op(f, up) - op(f, dn))[row] / (2 * eps)
+        torch.testing.assert_close(J[row, :, col], fd, atol=2e-3, rtol=2e-2, msg=f"{name} {where}")
+
+
+def test_gain_equals_the_variance_drop_of_the_woodbury_update_and_the_direct_inverse():
+    space = one_target_space()
+    net = hill_net()
+    m = MemberPosterior(net, space, None)
+    f = features_from_queries(space, dose_queries(space, np.array([-0.5, 0.3])))
+    L = information_factors(net, f, [(MOLECULAR,)] * 2).double()
+    idx = m.layout.support(f.target)
+    after = m.update(m.sigma0, idx[0], L[0])
+    P = m.layout.P
+    direct = torch.linalg.inv(torch.linalg.inv(m.sigma0[:P, :P]) + _dense(L[0], idx[0], P))
+    torch.testing.assert_close(after[:P, :P], direct, rtol=1e-6, atol=1e-9)
+    gain = m.gains(m.sigma0, idx[:1], L[:1])[0]
+    assert float(gain) == pytest.approx(m.score(m.sigma0) - m.score(after), rel=1e-4)
+    # a second well at another dose is worth less once the first is in (diminishing returns)
+    assert float(m.gains(after, idx[1:], L[1:])[0]) < float(m.gains(m.sigma0, idx[1:], L[1:])[0])
+
+
+def _dense(L: torch.Tensor, idx: torch.Tensor, P: int) -> torch.Tensor:
+    F = torch.zeros(P + 1, P + 1, dtype=torch.float64)
+    F[idx[:, None], idx[None, :]] += L @ L.T
+    return F[:P, :P]
+
+
+def test_ec50_information_peaks_at_the_ec50_and_vanishes_on_the_flat_tails():
+    """c-optimal design for one Hill curve: the EC50 is learned best from doses near it."""
+    space = one_target_space()
+    net = hill_net()
+    m = MemberPosterior(net, space, None)
+    m.c = torch.zeros_like(m.c)
+    m.c[0] = 1.0  # only log10 EC50 of (target 0, program 0)
+    x = np.linspace(-3.0, 2.0, 101)
+    f = features_from_queries(space, dose_queries(space, x))
+    L = information_factors(net, f, [(MOLECULAR,)] * len(x))
+    g = m.gains(m.sigma0, m.layout.support(f.target), L).numpy()
+    # at the EC50 itself when Emax and slope are known; their prior spread here pulls it a little lower
+    assert abs(x[g.argmax()] - EC50_LOG10) < 0.35
+    assert g[0] < 0.05 * g.max() and g[-1] < 0.05 * g.max()  # 1000-fold below / 100-fold above the EC50
+
+
+def test_acquisition_picks_a_spread_batch_and_matches_its_own_joint_value():
+    space = one_target_space()
+    nets = [hill_net(), hill_net()]
+    with torch.no_grad():
+        nets[1].operator.log10_ec50.fill_(0.5)  # members disagree about the EC50
+    x = np.linspace(-3.0, 2.0, 51)
+    f = features_from_queries(space, dose_queries(space, x))
+    members = [MemberPosterior(n, space, None) for n in nets]
+    factors = [information_factors(n, f, [(MOLECULAR,)] * len(x)) for n in nets]
+    acqf = ParameterInformation(members, members[0].layout.support(f.target), factors)
+    X = pool_positions(len(x))
+    first = acqf(X.unsqueeze(-2))
+    best = int(first.argmax())
+    acqf.set_X_pending(X[[best]])
+    second = acqf(X.unsqueeze(-2))
+    assert float(second.max() - first[best]) < float(first.max())  # the second well adds less than the first
+    assert abs(x[int(second.argmax())] - x[best]) > 0.2  # and sits elsewhere on the curve
+    acqf.set_X_pending(None)
+    assert torch.equal(acqf(X.unsqueeze(-2)), first)  # the pending cache resets exactly
+    joint = acqf(X[[best, int(second.argmax())]].unsqueeze(0))  # q = 2 in one call, nothing pending
+    assert float(joint) == pytest.approx(float(second.max()), rel=1e-4)
+    with pytest.raises(ValueError, match="not a position"):
+        acqf(torch.tensor([[[0.5]]], dtype=torch.float64))
+
+
+def test_a_model_without_an_operator_falls_back_to_readout_eig():
+    from acquisition.eig import EnsembleEIG
+    from acquisition.fisher import FisherStrategy
+    from acquisition_fakes import BumpEnsemble
+
+    space = small_space()
+    model = BumpEnsemble(space)
+    strat = FisherStrategy()
+    pool = strat.candidate_pool(space, np.random.default_rng(0), 100.0)
+    acqf, _ = strat._acqf(model, space, pool, None, np.random.default_rng(0), float("inf"))
+    assert isinstance(acqf, EnsembleEIG)
+    assert len(strat.propose(model, space, None, 4, 100.0, np.random.default_rng(0))) == 4
