@@ -8,6 +8,7 @@ from acquisition.disagreement import DisagreementStrategy
 from acquisition.discovery import DiscoveryStrategy
 from acquisition.dose_grid import DoseGridStrategy
 from acquisition.eig import EIGStrategy
+from acquisition.fisher import FisherStrategy
 from acquisition.nipv import NIPVStrategy
 from acquisition.random_design import RandomStrategy
 from acquisition.sobol import SobolStrategy
@@ -47,6 +48,17 @@ class TestDisagreement(StrategyContract):
 class TestEIG(StrategyContract):
     def make(self, time_limit_s=5.0):
         return EIGStrategy(time_limit_s, pool_size=POOL)
+
+
+class TestFisher(StrategyContract):
+    """The contract's analytic ensemble has no intervention operator: this checks the readout-EIG fallback.
+
+    The parameter posterior itself is checked on real member networks in ``test_fisher.py`` and through
+    the whole loop in ``tests/loop/test_study.py``.
+    """
+
+    def make(self, time_limit_s=5.0):
+        return FisherStrategy(time_limit_s, pool_size=POOL)
 
 
 class TestNIPV(StrategyContract):

@@ -161,9 +161,10 @@ def test_acquisition_picks_a_spread_batch_and_matches_its_own_joint_value():
 
 
 def test_a_model_without_an_operator_falls_back_to_readout_eig():
+    from acquisition_fakes import BumpEnsemble
+
     from acquisition.eig import EnsembleEIG
     from acquisition.fisher import FisherStrategy
-    from acquisition_fakes import BumpEnsemble
 
     space = small_space()
     model = BumpEnsemble(space)

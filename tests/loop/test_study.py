@@ -189,3 +189,30 @@ def test_an_internal_error_has_its_own_exit_code_and_the_resume_hint(tmp_path, c
     monkeypatch.setattr(Study, "run", lambda self, **kw: pd.DataFrame())  # the fixed code resumes
     assert main(["--resume", str(root), "--quiet", "--no-report"]) == 0
     assert not RoundStore(root).failed_path.exists() and not load_run(root).failed
+
+
+def _shards(root) -> dict[str, bytes]:
+    """The bytes of every ledger and proposal shard of a run (what a seed measured and asked for)."""
+    return {f"{d}/{p.name}": p.read_bytes() for d in ("ledger", "proposals")
+            for p in sorted((root / d).glob("*.parquet"))}
+
+
+def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):
+    """Designs are set by counts, not by the clock: the same seed on a loaded machine writes the same bytes."""
+    import subprocess
+    import sys
+
+    cfg = _config(strategy="cost_aware", seed=3, budget=12.0)
+    Study.create(tmp_path / "idle", cfg, local_oracle=True).run()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        Study.create(tmp_path / "busy", cfg, local_oracle=True).run()
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    idle, busy = _shards(tmp_path / "idle"), _shards(tmp_path / "busy")
+    assert len(idle) >= 4 and idle.keys() == busy.keys()
+    assert [k for k in idle if idle[k] != busy[k]] == []
+    metrics = pd.read_parquet(tmp_path / "busy" / "metrics.parquet")
+    assert not metrics["acquire_truncated"].any()
