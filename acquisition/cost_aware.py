@@ -1,8 +1,14 @@
 """``cost_aware``: information per unit cost across assays, on top of an information strategy.
 
-Each greedy step takes the candidate with the largest marginal information
-gain divided by ``cost ** cost_exponent`` (default 1: information per budget
-unit). Because a query's information sums over its assay's modalities
+The default strategy of cslab, over ``fisher`` (information on the
+intervention parameters the identifiability index scores, blended with the
+readouts' EIG). Each greedy step takes the candidate with the largest marginal
+information gain divided by ``(cost + slot price) ** cost_exponent`` (default
+1: information per budget unit), and a round spends at most
+:func:`~acquisition.botorch_strategy.round_budget` (pacing: a quarter of what is
+left, or ``q`` median wells); the slot price ``round budget / q`` is what one
+of the round's ``q`` wells is worth, so while wells rather than budget limit a
+round, richer assays are bought. Because a query's information sums over its assay's modalities
 (:mod:`acquisition.readouts`), a cross-level anchor (CITE-seq, RNA +
 morphology, spatial + dissociated) is bought only when what it adds per
 budget unit beats the single-modality wells; with a joint information measure

@@ -2,41 +2,49 @@
 
 For each ensemble member ``m`` a Laplace / Gauss–Newton posterior over every
 target's intervention parameters ``θ`` (per target and program: log10 EC50,
-ln Hill, Emax; per target: ln τ)::
+ln Hill, Emax; per target: ln τ; per target pair: γ; :class:`Layout`)::
 
     Σ_m⁻¹ = Λ₀ + Σ_i J_iᵀ W_i J_i
 
 ``Λ₀`` the prior precision (the identifiability prior widths: log10 EC50
-uniform over the kind's dose range, ln h ``0.5²``, Emax ``1``, ln τ ``1``),
-``J_i`` the Jacobian of measured specimen ``i``'s expected readout with
-respect to ``θ`` at member ``m``'s fit and ``W_i`` its likelihood's Fisher
-weight (the inverse aleatoric variance the decoders report, per feature).
-With the chain rule through the latent ``z`` (``K`` programs),
-``J_iᵀ W_i J_i = J_zᵀ (D_zᵀ W_i D_z) J_z`` with ``D_z`` the decoder's
-Jacobian: a ``K × K`` weight per specimen and modality, so a readout of 2000
-genes costs no more than one of ``K`` programs. A well touches only its own
-targets' parameters, so each candidate's Fisher matrix lives on a small support
-(``S`` slots × ``3K + 1``).
+uniform over the kind's dose range, ln h ``0.5²``, Emax ``1``, ln τ ``1``;
+γ ``0.5²``), ``J_i`` the Jacobian of measured specimen ``i``'s expected
+readout with respect to ``θ`` at member ``m``'s fit and ``W_i`` its
+likelihood's Fisher weight (the inverse aleatoric variance the decoders
+report, per feature). With the chain rule through the latent ``z`` (``K``
+programs), ``J_iᵀ W_i J_i = J_zᵀ (D_zᵀ W D_z) J_z = L_i L_iᵀ`` with ``D_z``
+the decoder's Jacobian: a ``K × K`` weight per modality, so a readout of 2000
+genes costs no more than one of ``K`` programs. ``J_z`` is exact per
+condition (autograd through the operator); the weight ``D_zᵀ W D_z`` is taken
+at the context's control state (how well a modality reads the programs, which
+moves little with the condition). A well touches only its own targets'
+parameters, so its factor ``L_i`` lives on a small support (``S`` slots ×
+``3K + 1``, plus the slot pairs' γ) and has rank ``K`` per modality.
 
 The acquisition value of a batch is the mixture over members of the
 *targeted A-optimal* gain: the drop of ``Σ_s w_s Var(θ_s) / Var₀(θ_s)``, the
 posterior variances of the scored parameters relative to their prior,
 weighted as the identifiability index weights them (EC50 2, slope 1, τ 1,
-Emax 2 for the sign); EC50 and slope of a (target, program) count in
+Emax 2 for the sign, γ 1); EC50 and slope of a (target, program) count in
 proportion to how likely the member thinks the effect is real
 (``min(1, |Emax| / 0.2)``, at least 0.1), since only real effects are scored.
-For one candidate ``x`` with Fisher ``F`` on support ``S``::
+For one candidate with factor ``L`` on support ``S``::
 
-    gain_m(x) = tr(F (I + Σ_SS F)⁻¹ G_SS),   G = Σ C Σ,  C = diag(w / Var₀)
+    gain_m = tr((I + Lᵀ Σ_SS L)⁻¹ Lᵀ G_SS L),   G = Σ C Σ,  C = diag(w / Var₀)
 
-and choosing ``x`` updates ``Σ ← Σ − Σ_{·S} F (I + Σ_SS F)⁻¹ Σ_{S·}`` (Woodbury),
-so the greedy batch is conditional on what it already holds. An untried target
-keeps its prior width: its first wells are worth much; a well at a dose on the
-flat tail of a fitted curve is worth little. Cost per unit information and
-anchors come from :mod:`acquisition.cost_aware` on top (``base="fisher"``).
+and choosing it updates ``Σ ← Σ − Σ_{·S} L (I + Lᵀ Σ_SS L)⁻¹ Lᵀ Σ_{S·}``
+(Woodbury), so the greedy batch is conditional on what it already holds. An
+untried target keeps its prior width: its first wells are worth much; a dose
+on the flat tail of a fitted curve is worth little. The posteriors are full
+rank whatever the ensemble size (a 5-member spread alone has rank ≤ 4).
 
-A model without an intervention operator (a baseline) has no such
-parameters: the strategy then falls back to the ensemble ``eig``.
+By default the value is blended (:class:`Blend`, each part scaled by its best
+candidate) with the readouts' joint EIG, decoders included, for the index's
+cross-modal, cross-scale and latent parts: 7 : 5, the index's weights of the
+parts each serves. Cost per unit information, pacing and anchors come from
+:mod:`acquisition.cost_aware` on top (its default base). A model without an
+intervention operator (a baseline) has no such parameters: the strategy then
+falls back to the ensemble ``eig``.
 """
 
 from __future__ import annotations
