@@ -103,9 +103,9 @@ def run_ceiling(spec: RunSpec) -> dict:
 
     torch.set_num_threads(1)
     if (spec.root / "config.json").is_file():
-        study = Study.open(spec.root, expect=spec.config, local_oracle=True)
+        study = Study.open(spec.root, expect=spec.config, local_oracle=True, fit_map=map)
     else:
-        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True)
+        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True, fit_map=map)
     if study.truth is None:
         raise ValueError(f"{spec.root}: the ceiling needs a simulated world (oracle sim)")
     study.strategy = ceiling_strategy(study.truth, study.config.time_limit_s)

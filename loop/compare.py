@@ -109,8 +109,11 @@ def _record(outcome: dict, study: Path) -> None:
 def run_one(spec: RunSpec) -> dict:
     """Run or resume one study in this process (the body of a Ray task).
 
-    The oracle runs in the task's own process (``local_oracle=True``), so a
-    task does not start nested actors; ensemble fits still fan out as Ray tasks.
+    The oracle and the ensemble fits run in the task's own process
+    (``local_oracle=True``, ``fit_map=map``): the runs are the parallel unit, so
+    a task starts no nested actors or tasks that would queue behind the other
+    runs for a CPU (a blocked run frees its CPU, and Ray hands it to the next
+    run, not to the blocked run's fits).
 
     Returns:
         ``{"run", "rounds", "identifiability"}`` of the finished run.
@@ -121,9 +124,9 @@ def run_one(spec: RunSpec) -> dict:
 
     torch.set_num_threads(1)
     if (spec.root / "config.json").is_file():
-        study = Study.open(spec.root, expect=spec.config, local_oracle=True)
+        study = Study.open(spec.root, expect=spec.config, local_oracle=True, fit_map=map)
     else:
-        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True)
+        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True, fit_map=map)
     metrics = study.run()
     last = metrics.iloc[-1] if len(metrics) else None
     return {"run": spec.name, "rounds": len(metrics),

@@ -92,11 +92,15 @@ class Study:
             (default: the simulator of ``config``).
         local_oracle: Call the oracle in this process instead of a Ray actor.
         oracle_backoff_s: First wait before retrying a failed oracle call (doubles per retry).
+        fit_map: ``map``-like callable running the member fits (default: Ray tasks). A run that is
+            itself one of many parallel Ray tasks (``loop.compare``) passes ``map``: its fits then run
+            in its own process, and never wait behind the other runs for a CPU. Results are the same.
     """
 
     def __init__(self, root: Path, config: RunConfig, oracle_factory: Callable | None = None,
-                 local_oracle: bool = False, oracle_backoff_s: float = 0.5) -> None:
+                 local_oracle: bool = False, oracle_backoff_s: float = 0.5, fit_map: Callable | None = None) -> None:
         self.root, self.config = Path(root), config
+        self._fit_map = fit_map
         self.store, self.ledger = RoundStore(root), Ledger(root)
         self._oracle_factory = oracle_factory
         self._local_oracle = local_oracle
@@ -159,7 +163,8 @@ class Study:
             root: Run folder.
             expect: Config values the caller asked for; any that differ from
                 the stored ones (seed, world, strategy, ...) are an error.
-            **kwargs: Passed to the constructor (``oracle_factory``, ``local_oracle``, ``oracle_backoff_s``).
+            **kwargs: Passed to the constructor (``oracle_factory``, ``local_oracle``, ``oracle_backoff_s``,
+                ``fit_map``).
 
         Raises:
             RunFolderError: Missing or corrupt config, or a mismatch.
@@ -367,8 +372,9 @@ class Study:
         if on_stage:
             on_stage(r, "fit")
         t0 = time.perf_counter()
-        self._ensure_ray()
-        self.model.fit(self._training_data(r), map_fn=ray_map)
+        if self._fit_map is None:
+            self._ensure_ray()
+        self.model.fit(self._training_data(r), map_fn=self._fit_map or ray_map)
         state = self.model.state_dict()
         atomic_write(self.store.model_path(r), lambda fh: torch.save(state, fh))
         self.store.write_status(r, S.FITTED, fit_s=time.perf_counter() - t0)

@@ -198,7 +198,11 @@ def _shards(root) -> dict[str, bytes]:
 
 
 def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):
-    """Designs are set by counts, not by the clock: the same seed on a loaded machine writes the same bytes."""
+    """Designs are set by counts, not by the clock: the same seed on a loaded machine writes the same bytes.
+
+    The busy run also fits its members in-process (``fit_map=map``, as ``loop.compare`` runs do) rather
+    than as Ray tasks: where the fits run must not change them either.
+    """
     import subprocess
     import sys
 
@@ -206,7 +210,7 @@ def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):
     Study.create(tmp_path / "idle", cfg, local_oracle=True).run()
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        Study.create(tmp_path / "busy", cfg, local_oracle=True).run()
+        Study.create(tmp_path / "busy", cfg, local_oracle=True, fit_map=map).run()
     finally:
         for h in hogs:
             h.kill()
