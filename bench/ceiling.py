@@ -79,8 +79,8 @@ class TruthInformedFisher(FisherStrategy):
         super().__init__(**kwargs)
         self.truth = truth
 
-    def _networks(self, model: object, space: DesignSpace) -> list:
-        return truth_networks(model, space, self.truth)
+    def _laplace(self, model: object, queries: list) -> tuple:
+        return model.laplace(queries, networks=truth_networks(model, model.space, self.truth))
 
 
 def ceiling_strategy(truth: GroundTruth, time_limit_s: float) -> CostAwareStrategy:

@@ -58,6 +58,22 @@ class Prediction:
 
 
 @runtime_checkable
+class LaplaceModel(Protocol):
+    """Optional: a model with a Gauss–Newton posterior over its intervention parameters (``fisher`` reads it).
+
+    ``laplace(queries, networks=None)`` returns one posterior per member (objects with ``sigma0``
+    ``(P+1, P+1)``, ``gains(sigma, support, factors, G=None)``, ``update(sigma, support, factor)``,
+    ``weighted(sigma)`` and ``score(sigma)``; :class:`models.laplace.MemberPosterior`), the ``(n, width)``
+    parameter support of each query and, per member, ``(n, width, R)`` information factors of one
+    specimen of each query.
+    """
+
+    def laplace(self, queries: Sequence[Query], networks: Sequence | None = None) -> tuple[list, object, list]:
+        """Posteriors, supports and information factors of ``queries``."""
+        ...
+
+
+@runtime_checkable
 class Model(Protocol):
     """What the loop and the strategies need from a CSL model."""
 

@@ -171,6 +171,15 @@ class CSLEnsemble:
                     out.setdefault(k, []).append(v.double().numpy())
         return {k: np.stack(v) for k, v in out.items()}
 
+    def laplace(self, queries: Sequence[Query], networks: Sequence | None = None) -> tuple[list, torch.Tensor, list]:
+        """Laplace posteriors over the intervention parameters and the queries' information.
+
+        See :func:`models.laplace.laplace` (the :class:`models.base.LaplaceModel` protocol).
+        """
+        from models.laplace import laplace
+
+        return laplace(self, queries, networks)
+
     # ------------------------------------------------------------ BoTorch
     def to_botorch(self, readout: str = PROGRAMS, feature_idx: Sequence[int] | None = None):  # noqa: ANN201
         """A BoTorch ``EnsembleModel`` over the design encoding; see :mod:`models.botorch_view`."""

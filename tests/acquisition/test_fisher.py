@@ -7,17 +7,12 @@ import pytest
 import torch
 from acquisition_fakes import small_space
 
-from acquisition.fisher import (
-    Layout,
-    MemberPosterior,
-    ParameterInformation,
-    _latent_jacobian,
-    information_factors,
-)
+from acquisition.fisher import ParameterInformation
 from acquisition.readouts import pool_positions
 from experiment_design import Context, DesignSpace, Perturbation, Query, Target
 from experiment_design.assays import MOLECULAR, Assay, Scale
 from models.data import features_from_queries
+from models.laplace import Layout, MemberPosterior, _latent_jacobian, information_factors
 from models.modules.network import CSLNetwork
 
 EC50_LOG10 = 0.0  # 1 µM

@@ -1,0 +1,310 @@
+"""Laplace / Gauss–Newton posterior of a CSL ensemble over its intervention parameters.
+
+For each member ``m``, a Gaussian posterior over every target's intervention
+parameters ``θ`` (per target and program: log10 EC50, ln Hill, Emax; per
+target: ln τ; per target pair: γ; :class:`Layout`)::
+
+    Σ_m⁻¹ = Λ₀ + Σ_i J_iᵀ W_i J_i
+
+``Λ₀`` the prior precision (the identifiability prior widths: log10 EC50
+uniform over the kind's dose range, ln h ``0.5²``, Emax ``1``, ln τ ``1``;
+γ ``0.5²``), ``J_i`` the Jacobian of measured specimen ``i``'s expected
+readout with respect to ``θ`` at member ``m``'s fit and ``W_i`` its
+likelihood's Fisher weight (the inverse aleatoric variance the decoders
+report, per feature). With the chain rule through the latent ``z`` (``K``
+programs), ``J_iᵀ W_i J_i = J_zᵀ (D_zᵀ W D_z) J_z = L_i L_iᵀ`` with ``D_z``
+the decoder's Jacobian: a ``K × K`` weight per modality, so a readout of 2000
+genes costs no more than one of ``K`` programs. ``J_z`` is exact per
+condition (autograd through the operator, :meth:`InterventionOperator.slot_parameters`);
+the weight ``D_zᵀ W D_z`` is taken at the context's control state (how well a
+modality reads the programs, which moves little with the condition). A well
+touches only its own targets' parameters, so its factor ``L_i`` lives on a
+small support (``S`` slots × ``3K + 1``, plus the slot pairs' γ) and has rank
+``K`` per modality. The posteriors are full rank whatever the ensemble size.
+
+:class:`MemberPosterior` also carries the targeted A-optimal weights of the
+parameters the identifiability index scores, and the gain / Woodbury update
+that :mod:`acquisition.fisher` designs with; :func:`laplace` is what
+:meth:`models.csl.CSLEnsemble.laplace` returns (the :class:`models.base.LaplaceModel`
+protocol).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from experiment_design import DesignSpace, Query
+from models.data import QueryFeatures, features_from_queries
+from models.modules.operators import slot_pairs
+
+#: Identifiability weights of the scored parameters (``models.identifiability``: ec50 2, hill 1, tau 1,
+#: direction 2, interaction 1).
+WEIGHTS = {"log10_ec50": 2.0, "ln_hill": 1.0, "emax": 2.0, "ln_tau": 1.0, "gamma": 1.0}
+#: Prior variance of a pairwise interaction γ (its scale in the index: a |Δγ| of 0.5 is the whole error).
+GAMMA_PRIOR_VAR = 0.25
+#: |Emax| at which a (target, program) effect counts as surely real for the EC50 and slope weights.
+EFFECT_SCALE = 0.2
+#: Least weight of the EC50 and slope of an effect that looks absent (it may be real and not yet seen).
+EFFECT_FLOOR = 0.1
+#: Least aleatoric variance per feature (guards a decoder reporting ~0 noise).
+MIN_VARIANCE = 1e-6
+#: Conditions whose Jacobians are computed at once (bounds memory).
+JACOBIAN_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each intervention parameter sits in ``θ``.
+
+    ``θ`` is log10 EC50 ``(T, K)``, ln h ``(T, K)``, Emax ``(T, K)``, ln τ
+    ``(T,)``, then γ of every target pair ``j < j'`` (upper triangle, row
+    by row), flattened in that order; index ``P`` is a dummy for empty slots.
+    A condition with ``S`` slots touches ``S`` blocks of ``3K + 1`` (its
+    targets' own parameters) and ``S(S−1)/2`` interactions.
+    """
+
+    T: int
+    K: int
+
+    @property
+    def P(self) -> int:
+        """Number of parameters."""
+        return 3 * self.T * self.K + self.T + self.T * (self.T - 1) // 2
+
+    @property
+    def block(self) -> int:
+        """Parameters per slot, ``3K + 1``."""
+        return 3 * self.K + 1
+
+    def support(self, target: torch.Tensor) -> torch.Tensor:
+        """``(n, S·(3K+1) + S(S−1)/2)`` global index of each slot parameter of conditions with ``target`` ``(n, S)``."""
+        T, K, P = self.T, self.K, self.P
+        k = torch.arange(K)
+        filled = target < T
+        j = target.clamp_max(T - 1)[..., None]  # (n, S, 1)
+        idx = torch.cat([j * K + k, T * K + j * K + k, 2 * T * K + j * K + k, 3 * T * K + j], dim=-1)
+        idx = torch.where(filled[..., None], idx, torch.full_like(idx, P)).reshape(len(target), -1)
+        pairs = slot_pairs(target.shape[1])
+        if not pairs:
+            return idx
+        a = torch.stack([target[:, i] for i, _ in pairs], 1)
+        b = torch.stack([target[:, i] for _, i in pairs], 1)
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        tri = 3 * T * K + T + lo * (2 * T - lo - 1) // 2 + (hi - lo - 1)
+        ok = (a < T) & (b < T) & (a != b)
+        return torch.cat([idx, torch.where(ok, tri, torch.full_like(tri, P))], 1)
+
+    def prior_variance(self, space: DesignSpace) -> torch.Tensor:
+        """``(P,)`` prior variances (the identifiability prior widths; γ :data:`GAMMA_PRIOR_VAR`)."""
+        T, K = self.T, self.K
+        width = torch.tensor([math.log10(space.dose_ranges[t.kind][1]) - math.log10(space.dose_ranges[t.kind][0])
+                              for t in space.targets], dtype=torch.float64)
+        return torch.cat([(width**2 / 12.0).repeat_interleave(K), torch.full((T * K,), 0.25, dtype=torch.float64),
+                          torch.ones(T * K, dtype=torch.float64), torch.ones(T, dtype=torch.float64),
+                          torch.full((T * (T - 1) // 2,), GAMMA_PRIOR_VAR, dtype=torch.float64)])
+
+
+def _latent_jacobian(op: torch.nn.Module, f) -> torch.Tensor:  # noqa: ANN001
+    """``(n, K, width)`` Jacobian of the latent with respect to each condition's own parameters.
+
+    Columns follow :meth:`Layout.support`: per slot ``[EC50_·, ln h_·, Emax_·, ln τ]``, then the slot pairs' γ.
+    A condition's slot parameters move only its own latent row, so one backward pass per program gives
+    every row's gradient at once.
+    """
+    names = ("log10_ec50", "hill", "emax", "tau_h", "gamma")
+    slots = {k: v.detach().clone().requires_grad_(True) for k, v in op.slot_parameters(f).items()}
+    leaves = [slots[k] for k in names]
+    with torch.enable_grad():
+        z = op(f, slots)
+        n, K = z.shape
+        rows = []
+        for k in range(K):
+            g = torch.autograd.grad(z[:, k].sum(), leaves, retain_graph=k < K - 1, allow_unused=True)
+            d_ec50, d_hill, d_emax, d_tau, d_gam = (torch.zeros_like(v) if x is None else x
+                                                    for x, v in zip(g, leaves, strict=True))
+            d_lnh = d_hill * slots["hill"].detach()  # d/d ln h = h · d/dh
+            d_lntau = d_tau * slots["tau_h"].detach()  # d/d ln τ = τ · d/dτ
+            per_slot = torch.cat([d_ec50, d_lnh, d_emax, d_lntau[..., None]], -1).reshape(n, -1)
+            rows.append(torch.cat([per_slot, d_gam], 1))
+    return torch.stack(rows, 1).detach()
+
+
+def _sqrt_psd(W: torch.Tensor) -> torch.Tensor:
+    """``(..., K, K)`` factor ``R`` with ``R Rᵀ = W`` for symmetric positive semi-definite ``W``."""
+    lam, V = torch.linalg.eigh(0.5 * (W + W.transpose(-1, -2)))
+    return V * lam.clamp_min(0.0).sqrt()[..., None, :]
+
+
+def _decoder_weight(dec: torch.nn.Module, z: torch.Tensor, site: torch.Tensor) -> torch.Tensor:
+    """``(n, K, K)`` Fisher weight of the latent through one decoder, ``D_zᵀ diag(1/var) D_z``."""
+    inv = 1.0 / dec.readout(z, site)[1].clamp_min(MIN_VARIANCE)
+    D = torch.func.vmap(torch.func.jacfwd(lambda zz, ss: dec.readout(zz[None], ss[None])[0][0]))(z, site)
+    return torch.einsum("nfk,nf,nfl->nkl", D, inv, D)
+
+
+def decoder_roots(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Per decoded modality, ``(lines, sites, K, K)`` roots ``R`` of its latent Fisher weight, ``R Rᵀ = D_zᵀ W D_z``.
+
+    Taken at each context's control state (the operator's baseline for the cell line, at the site).
+    """
+    op = net.operator
+    n_lines, n_sites, K = op.baseline.shape[0], net.n_sites, op.K
+    line = torch.arange(n_lines).repeat_interleave(n_sites)
+    site = torch.arange(n_sites).repeat(n_lines)
+    with torch.no_grad():
+        return {name: _sqrt_psd(_decoder_weight(dec, op.baseline.detach()[line], site).double()).float().reshape(
+            n_lines, n_sites, K, K) for name, dec in net.decoders.items()}
+
+
+def information_factors(net: torch.nn.Module, f, modalities: list[tuple[str, ...]],  # noqa: ANN001
+                        roots: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``(n, width, R)`` factors ``L`` with ``L Lᵀ`` the Fisher information of one specimen per condition.
+
+    Args:
+        net: A member network (``operator`` and ``decoders``).
+        f: ``n`` conditions.
+        modalities: Per condition, the modalities its assay reads (undecoded ones add nothing).
+        roots: :func:`decoder_roots` of ``net`` (computed here if not given).
+
+    Returns:
+        Factors with ``R = K ×`` the most modalities of any assay; columns of absent modalities are zero.
+
+    Each modality's weight ``D_zᵀ W D_z`` is taken at the condition context's control state (the
+    operator's baseline for its cell line, at its site): it sets how well a modality reads the
+    programs, while where the information falls among the parameters comes from the exact ``J_z``.
+    """
+    op = net.operator
+    K = op.K
+    R = K * max((len(m) for m in modalities), default=1)
+    roots = decoder_roots(net) if roots is None else roots
+    pieces = []
+    for lo in range(0, len(f), JACOBIAN_CHUNK):
+        fc = f.take(slice(lo, lo + JACOBIAN_CHUNK))
+        mods = modalities[lo : lo + JACOBIAN_CHUNK]
+        jac: dict[str, torch.Tensor] = {}
+        L = None
+        for slot in range(max((len(m) for m in mods), default=0)):
+            for name in {m[slot] for m in mods if len(m) > slot}:
+                if name not in net.decoders:
+                    continue
+                rows = torch.tensor([i for i, m in enumerate(mods) if len(m) > slot and m[slot] == name])
+                dec = net.decoders[name]
+                if name not in jac:
+                    lag = getattr(dec, "lag_h", None)
+                    fm = fc if lag is None else QueryFeatures(
+                        fc.target, fc.log10_dose, (fc.time_h - lag.detach()).clamp_min(0.0), fc.cell_line, fc.site)
+                    jac[name] = _latent_jacobian(op, fm)  # (n, K, width)
+                if L is None:
+                    L = torch.zeros(len(fc), jac[name].shape[2], R)
+                root = roots[name][fc.cell_line[rows], fc.site[rows]]  # (r, K, K)
+                L[rows, :, slot * K : (slot + 1) * K] = jac[name][rows].transpose(1, 2) @ root
+        if L is None:
+            L = torch.zeros(len(fc), Layout(op.T, K).support(fc.target).shape[1], R)
+        pieces.append(L)
+    return torch.cat(pieces)
+
+
+class MemberPosterior:
+    """One member's Laplace posterior over ``θ`` and the A-optimal weights of its scored parameters.
+
+    Args:
+        net: The member network (its ``operator`` and ``decoders``).
+        space: The design space (dose ranges for the EC50 prior, assays).
+        data: The specimens it was fitted on (``WellData``), or ``None``.
+    """
+
+    def __init__(self, net: torch.nn.Module, space: DesignSpace, data) -> None:  # noqa: ANN001
+        op = net.operator
+        self.net, self.layout = net, Layout(op.T, op.K)
+        T, K, P = op.T, op.K, self.layout.P
+        prior_var = self.layout.prior_variance(space)
+        with torch.no_grad():
+            real = (op.emax.detach().abs().double() / EFFECT_SCALE).clamp(EFFECT_FLOOR, 1.0).reshape(-1)
+            emax_t = op.emax.detach().abs().double().max(1).values
+            pair = (emax_t[:, None] * emax_t[None, :] / EFFECT_SCALE**2).clamp(EFFECT_FLOOR, 1.0)
+            pair = pair[torch.triu_indices(T, T, 1).unbind()]
+        w = torch.cat([WEIGHTS["log10_ec50"] * real, WEIGHTS["ln_hill"] * real,
+                       torch.full((T * K,), WEIGHTS["emax"], dtype=torch.float64),
+                       torch.full((T,), WEIGHTS["ln_tau"], dtype=torch.float64), WEIGHTS["gamma"] * pair])
+        self.c = torch.cat([w / prior_var, torch.zeros(1, dtype=torch.float64)])  # C = diag(c), dummy last
+        self.roots = decoder_roots(net)
+        Lam = torch.zeros(P + 1, P + 1, dtype=torch.float64)
+        Lam[:P, :P] = torch.diag(1.0 / prior_var)
+        if data is not None:
+            for name, block in data.blocks.items():
+                if name not in net.decoders or len(block.query) == 0:
+                    continue
+                fb = data.features.take(block.query)
+                L = information_factors(net, fb, [(name,)] * len(fb), self.roots).double()
+                idx = self.layout.support(fb.target)
+                flat = (idx[:, :, None] * (P + 1) + idx[:, None, :]).reshape(-1)
+                Lam.view(-1).index_add_(0, flat, (L @ L.transpose(1, 2)).reshape(-1))
+        Lam[P, :] = 0.0
+        Lam[:, P] = 0.0
+        Sigma = torch.zeros_like(Lam)
+        Sigma[:P, :P] = torch.linalg.inv(Lam[:P, :P])
+        self.sigma0 = 0.5 * (Sigma + Sigma.T)
+
+    def weighted(self, sigma: torch.Tensor) -> torch.Tensor:
+        """``G = Σ C Σ`` (float32), what :meth:`gains` reads."""
+        return ((sigma * self.c) @ sigma).float()
+
+    def gains(self, sigma: torch.Tensor, idx: torch.Tensor, L: torch.Tensor, G: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """``(n,)`` weighted variance drop of adding each candidate alone to posterior ``sigma``.
+
+        ``tr((I + Lᵀ Σ_SS L)⁻¹ Lᵀ G_SS L)`` with ``G = Σ C Σ``.
+
+        Args:
+            sigma: ``(P+1, P+1)`` posterior covariance (dummy row and column last, zero).
+            idx: ``(n, width)`` supports.
+            L: ``(n, width, R)`` information factors.
+            G: :meth:`weighted` of ``sigma`` (computed here if not given).
+        """
+        G = self.weighted(sigma) if G is None else G
+        L = L.float()
+        SL = sigma.float()[idx[:, :, None], idx[:, None, :]] @ L
+        GL = G[idx[:, :, None], idx[:, None, :]] @ L
+        Lt = L.transpose(1, 2)
+        A = torch.eye(L.shape[2], dtype=torch.float64) + (Lt @ SL).double()
+        return torch.linalg.solve(A, (Lt @ GL).double()).diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0.0)
+
+    @staticmethod
+    def update(sigma: torch.Tensor, idx: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        """Posterior after one more specimen with information factor ``L`` on support ``idx`` (Woodbury)."""
+        L = L.to(sigma.dtype)
+        B = sigma[:, idx] @ L  # (P+1, R)
+        A = torch.eye(L.shape[1], dtype=sigma.dtype) + L.T @ B[idx]
+        out = sigma - B @ torch.linalg.solve(A, B.T)
+        return 0.5 * (out + out.T)
+
+    def score(self, sigma: torch.Tensor) -> float:
+        """The weighted posterior variance ``tr(C Σ)``."""
+        return float((torch.diagonal(sigma) * self.c).sum())
+
+
+def laplace(model, queries: Sequence[Query], networks: Sequence[torch.nn.Module] | None = None  # noqa: ANN001
+            ) -> tuple[list[MemberPosterior], torch.Tensor, list[torch.Tensor]]:
+    """Each member's Laplace posterior, and one specimen's information factor for each of ``queries``.
+
+    Args:
+        model: A fitted :class:`~models.csl.CSLEnsemble` (its ``space``, ``networks`` and ``data``).
+        queries: ``n`` candidate queries (each read through its assay's modalities).
+        networks: Member networks to build the posteriors around (default: the fitted ones; the
+            benchmark's ceiling passes copies holding the true parameters).
+
+    Returns:
+        Posteriors (one per member), the ``(n, width)`` support of each query and, per member, the
+        ``(n, width, R)`` information factors.
+    """
+    nets = list(model.networks if networks is None else networks)
+    space = model.space
+    f = features_from_queries(space, list(queries))
+    mods = [space.assay(q.assay).modalities for q in queries]
+    members = [MemberPosterior(net, space, model.data) for net in nets]
+    factors = [information_factors(net, f, mods, m.roots) for net, m in zip(nets, members, strict=True)]
+    return members, members[0].layout.support(f.target), factors
