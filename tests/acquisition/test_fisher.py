@@ -168,3 +168,26 @@ def test_a_model_without_an_operator_falls_back_to_readout_eig():
     acqf, _ = strat._acqf(model, space, pool, None, np.random.default_rng(0), float("inf"))
     assert isinstance(acqf, EnsembleEIG)
     assert len(strat.propose(model, space, None, 4, 100.0, np.random.default_rng(0))) == 4
+
+
+def test_cost_aware_paces_the_budget_over_rounds():
+    from acquisition_fakes import BumpEnsemble
+
+    from acquisition.botorch_strategy import round_budget
+    from acquisition.cost_aware import CostAwareStrategy
+
+    space = small_space()
+    median = float(np.median([a.cost for a in space.assays]))
+    assert round_budget(space, 200.0, 4, 4.0) == 50.0  # a quarter of what is left
+    assert round_budget(space, 8.0, 4, 4.0) == pytest.approx(min(8.0, 4 * median))  # q median wells at the end
+    model = BumpEnsemble(space)
+    paced = CostAwareStrategy(pool_size=300).propose(model, space, None, 12, 40.0, np.random.default_rng(0))
+    free = CostAwareStrategy(pool_size=300, pace=None).propose(model, space, None, 12, 40.0,
+                                                                np.random.default_rng(0))
+    assert space.cost(paced) <= round_budget(space, 40.0, 12, 4.0) + 1e-9
+    # while the round's 12 wells, not its budget, are the limit, the slot price buys richer wells per slot
+    assert space.cost(paced) / len(paced) > space.cost(free) / len(free)
+    tight = CostAwareStrategy(pool_size=300).propose(model, space, None, 12, 200.0, np.random.default_rng(0))
+    assert space.cost(tight) <= round_budget(space, 200.0, 12, 4.0) + 1e-9 <= 50.0 + 1e-9
+    with pytest.raises(ValueError, match="pace must be >= 1"):
+        CostAwareStrategy(pace=0.5)
