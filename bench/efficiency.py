@@ -1,7 +1,7 @@
 """Sample efficiency: the budget each strategy needs to reach what ``random`` (or ``dose_grid``) reaches with 200.
 
     python -m bench.efficiency [--quick] [--seeds 5] [--budget 200] [--world default]
-                               [--strategies random,dose_grid,...] [--workers N] [--no-run]
+                               [--strategies random,dose_grid,...] [--workers N] [--no-run] [--no-ceiling]
 
 A comparison through :mod:`loop.compare` (``plan`` / ``execute`` /
 ``summarise``: every strategy x seed is an ordinary run folder, run as
@@ -20,8 +20,13 @@ the reference's final risk; computed as ``headline`` on ``-risk``). The
 references are ``random`` and, separately, ``dose_grid``. Only seeds that
 every strategy has finished are used, so the comparison stays paired.
 
+The ceiling (:mod:`bench.ceiling`: the default strategy's criterion at the
+world's true parameters; ``--no-ceiling`` skips it) runs beside them in
+``<study>-ceiling/`` and each strategy is also reported as its share of the
+distance from random to it, ``(1 − r) / (1 − r_ceiling)``.
+
 Target: the best strategy needs <= 1/2 of random's budget for random's
-identifiability (aim 1/3). The full default (7 strategies x 5 seeds, default
+identifiability and for random's risk (aim 1/3). The full default (7 strategies x 5 seeds, default
 world, budget 200) takes 30-60 min on 2 cores, hours on a loaded machine:
 it is not part of ``python -m bench`` unless asked for (``--only efficiency``
 or ``--all``). ``--quick``: small world, 2 seeds, budget 20, ``random`` and
