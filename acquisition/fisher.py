@@ -1,27 +1,11 @@
 """``fisher``: information on the intervention parameters that identifiability scores (Laplace, A-optimal).
 
-The model supplies the posteriors (the optional :class:`models.base.LaplaceModel`
-protocol; :mod:`models.laplace` for the CSL ensemble). For each ensemble member ``m`` a Laplace / Gauss–Newton
-posterior over every
-target's intervention parameters ``θ`` (per target and program: log10 EC50,
-ln Hill, Emax; per target: ln τ; per target pair: γ; :class:`Layout`)::
-
-    Σ_m⁻¹ = Λ₀ + Σ_i J_iᵀ W_i J_i
-
-``Λ₀`` the prior precision (the identifiability prior widths: log10 EC50
-uniform over the kind's dose range, ln h ``0.5²``, Emax ``1``, ln τ ``1``;
-γ ``0.5²``), ``J_i`` the Jacobian of measured specimen ``i``'s expected
-readout with respect to ``θ`` at member ``m``'s fit and ``W_i`` its
-likelihood's Fisher weight (the inverse aleatoric variance the decoders
-report, per feature). With the chain rule through the latent ``z`` (``K``
-programs), ``J_iᵀ W_i J_i = J_zᵀ (D_zᵀ W D_z) J_z = L_i L_iᵀ`` with ``D_z``
-the decoder's Jacobian: a ``K × K`` weight per modality, so a readout of 2000
-genes costs no more than one of ``K`` programs. ``J_z`` is exact per
-condition (autograd through the operator); the weight ``D_zᵀ W D_z`` is taken
-at the context's control state (how well a modality reads the programs, which
-moves little with the condition). A well touches only its own targets'
-parameters, so its factor ``L_i`` lives on a small support (``S`` slots ×
-``3K + 1``, plus the slot pairs' γ) and has rank ``K`` per modality.
+The model supplies, per ensemble member, a Laplace / Gauss–Newton posterior
+``Σ_m`` over every target's intervention parameters (log10 EC50, ln Hill,
+Emax, ln τ, pairwise γ) and each candidate's information factor ``L`` (one
+specimen: ``L Lᵀ`` is its Fisher information) through the optional
+:class:`models.base.LaplaceModel` protocol; :mod:`models.laplace` builds them
+for the CSL ensemble and says how.
 
 The acquisition value of a batch is the mixture over members of the
 *targeted A-optimal* gain: the drop of ``Σ_s w_s Var(θ_s) / Var₀(θ_s)``, the
@@ -89,8 +73,7 @@ class ParameterInformation(AcquisitionFunction):
         self.members, self.support, self.factors = members, support, factors
         self.n = len(support)
         self._pending: tuple[int, ...] = ()
-        self._sigma = [m.sigma0 for m in members]
-        self._pending_value = 0.0
+        self._G: list[torch.Tensor] | None = None  # Σ C Σ per member at the pending posterior (set_X_pending)
         self.set_X_pending(X_pending)
 
     def _condition(self, rows: tuple[int, ...]) -> tuple[list[torch.Tensor], float]:
@@ -106,7 +89,7 @@ class ParameterInformation(AcquisitionFunction):
     def set_X_pending(self, X_pending: torch.Tensor | None = None) -> None:
         """Condition every member's posterior on the pending candidates (pool positions)."""
         rows = () if X_pending is None or len(X_pending) == 0 else tuple(pool_rows(X_pending, self.n).tolist())
-        if rows != self._pending or not hasattr(self, "_G"):
+        if rows != self._pending or self._G is None:
             self._sigma, self._pending_value = self._condition(rows)
             self._G = [m.weighted(s) for m, s in zip(self.members, self._sigma, strict=True)]
         self._pending = rows

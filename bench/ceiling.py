@@ -30,7 +30,7 @@ import torch
 from acquisition.cost_aware import CostAwareStrategy
 from acquisition.fisher import FisherStrategy
 from experiment_design import DesignSpace, GroundTruth
-from loop.compare import RunSpec, plan
+from loop.compare import RunSpec, plan, run_one
 from loop.config import RunConfig
 from models.identifiability import match_programs, probe_queries
 
@@ -97,25 +97,18 @@ def ceiling_specs(out: str | Path, seeds: int, base: RunConfig) -> list[RunSpec]
     return [RunSpec(s.root.parent / f"{NAME}-seed{s.config['seed']}", s.config) for s in plan(out, [BASE], seeds, base)]
 
 
+def use_ceiling(study: object) -> None:
+    """Give an opened study the ceiling's strategy (it needs the study's simulated truth)."""
+    if study.truth is None:
+        raise ValueError(f"{study.root}: the ceiling needs a simulated world (oracle sim)")
+    study.strategy = ceiling_strategy(study.truth, study.config.time_limit_s)
+
+
 def run_ceiling(spec: RunSpec) -> dict:
     """Run or resume one ceiling run in this process (a runner for :func:`loop.compare.execute`)."""
-    from loop.study import Study
-
-    torch.set_num_threads(1)
-    if (spec.root / "config.json").is_file():
-        study = Study.open(spec.root, expect=spec.config, local_oracle=True, fit_map=map)
-    else:
-        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True, fit_map=map)
-    if study.truth is None:
-        raise ValueError(f"{spec.root}: the ceiling needs a simulated world (oracle sim)")
-    study.strategy = ceiling_strategy(study.truth, study.config.time_limit_s)
-    metrics = study.run()
-    return {"run": spec.name, "rounds": len(metrics),
-            "identifiability": float(metrics["identifiability"].iloc[-1]) if len(metrics) else float("nan")}
+    return run_one(spec, prepare=use_ceiling)
 
 
 def run_any(spec: RunSpec) -> dict:
     """:func:`run_ceiling` for a ceiling run, :func:`loop.compare.run_one` for any other (one ``execute``)."""
-    from loop.compare import run_one
-
     return run_ceiling(spec) if spec.name.startswith(f"{NAME}-") else run_one(spec)

@@ -106,7 +106,7 @@ def _record(outcome: dict, study: Path) -> None:
     write_json(path, status)
 
 
-def run_one(spec: RunSpec) -> dict:
+def run_one(spec: RunSpec, prepare: Callable[[object], None] | None = None) -> dict:
     """Run or resume one study in this process (the body of a Ray task).
 
     The oracle and the ensemble fits run in the task's own process
@@ -114,6 +114,11 @@ def run_one(spec: RunSpec) -> dict:
     a task starts no nested actors or tasks that would queue behind the other
     runs for a CPU (a blocked run frees its CPU, and Ray hands it to the next
     run, not to the blocked run's fits).
+
+    Args:
+        spec: The run.
+        prepare: Called with the opened :class:`~loop.study.Study` before it runs (e.g. the
+            benchmark's ceiling swaps in its strategy).
 
     Returns:
         ``{"run", "rounds", "identifiability"}`` of the finished run.
@@ -127,6 +132,8 @@ def run_one(spec: RunSpec) -> dict:
         study = Study.open(spec.root, expect=spec.config, local_oracle=True, fit_map=map)
     else:
         study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True, fit_map=map)
+    if prepare is not None:
+        prepare(study)
     metrics = study.run()
     last = metrics.iloc[-1] if len(metrics) else None
     return {"run": spec.name, "rounds": len(metrics),

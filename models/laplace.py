@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from experiment_design import DesignSpace, Query
-from models.data import QueryFeatures, features_from_queries
+from models.data import features_from_queries
 from models.modules.operators import slot_pairs
 
 #: Identifiability weights of the scored parameters (``models.identifiability``: ec50 2, hill 1, tau 1,
@@ -181,29 +181,22 @@ def information_factors(net: torch.nn.Module, f, modalities: list[tuple[str, ...
     K = op.K
     R = K * max((len(m) for m in modalities), default=1)
     roots = decoder_roots(net) if roots is None else roots
+    width = Layout(op.T, K).support(f.target[:1]).shape[1]
     pieces = []
     for lo in range(0, len(f), JACOBIAN_CHUNK):
         fc = f.take(slice(lo, lo + JACOBIAN_CHUNK))
         mods = modalities[lo : lo + JACOBIAN_CHUNK]
         jac: dict[str, torch.Tensor] = {}
-        L = None
+        L = torch.zeros(len(fc), width, R)
         for slot in range(max((len(m) for m in mods), default=0)):
             for name in {m[slot] for m in mods if len(m) > slot}:
                 if name not in net.decoders:
                     continue
                 rows = torch.tensor([i for i, m in enumerate(mods) if len(m) > slot and m[slot] == name])
-                dec = net.decoders[name]
                 if name not in jac:
-                    lag = getattr(dec, "lag_h", None)
-                    fm = fc if lag is None else QueryFeatures(
-                        fc.target, fc.log10_dose, (fc.time_h - lag.detach()).clamp_min(0.0), fc.cell_line, fc.site)
-                    jac[name] = _latent_jacobian(op, fm)  # (n, K, width)
-                if L is None:
-                    L = torch.zeros(len(fc), jac[name].shape[2], R)
+                    jac[name] = _latent_jacobian(op, net.features_seen_by(name, fc))  # (n, K, width)
                 root = roots[name][fc.cell_line[rows], fc.site[rows]]  # (r, K, K)
                 L[rows, :, slot * K : (slot + 1) * K] = jac[name][rows].transpose(1, 2) @ root
-        if L is None:
-            L = torch.zeros(len(fc), Layout(op.T, K).support(fc.target).shape[1], R)
         pieces.append(L)
     return torch.cat(pieces)
 

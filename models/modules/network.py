@@ -106,12 +106,16 @@ class CSLNetwork(nn.Module):
             rows: Row indices (default all).
 
         """
+        if getattr(self.decoders[name], "lag_h", None) is None:
+            return z if rows is None else z[rows]
+        return self.operator(self.features_seen_by(name, f if rows is None else f.take(rows)))
+
+    def features_seen_by(self, name: str, f: QueryFeatures) -> QueryFeatures:
+        """The conditions decoder ``name`` reads: ``f`` itself, or ``f`` at ``t − lag`` for a lagged decoder."""
         lag = getattr(self.decoders[name], "lag_h", None)
         if lag is None:
-            return z if rows is None else z[rows]
-        sub = f if rows is None else f.take(rows)
-        shifted = QueryFeatures(sub.target, sub.log10_dose, (sub.time_h - lag).clamp_min(0.0), sub.cell_line, sub.site)
-        return self.operator(shifted)
+            return f
+        return QueryFeatures(f.target, f.log10_dose, (f.time_h - lag).clamp_min(0.0), f.cell_line, f.site)
 
     def calibrate(self, wd: WellData) -> None:
         """Set data-derived buffers and starting values of the decoders."""
