@@ -23,7 +23,14 @@ separately: the import of the loop's modules in a fresh interpreter, and
 ``wall - stages - imports - Ray start`` is the writes, the held-out stress
 sets measured once at the start, and report.html.
 
-Targets: wall <= 180 s (aim 60 s), peak <= 2 GB, acquisition <= 30 % of a
+In the same invocation it runs the loop a second time on the previous
+design, one Ray task and one torch process per ensemble member
+(``[model] batched = false``), and prints the ratios of wall time, fit time
+and memory (``--no-baseline`` skips it). Each run's ledger digest (SHA-256 of
+its ledger shards) is printed: the same seed gives the same digest on every
+run of the same code path (``tests/loop/test_study.py`` checks it under load).
+
+Targets: wall <= 60 s (aim 40 s), peak PSS <= 1 GB, acquisition <= 30 % of a
 round. ``--quick``: small world, budget 20, 2 members of at most 40 steps,
 2 held-out queries per axis. Prints a table and a one-line
 summary last and writes ``bench/results/e2e.json`` (directory overridable
@@ -33,6 +40,7 @@ with ``CSLAB_BENCH_RESULTS``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -46,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "e2e.json"
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-TARGET_WALL_S, AIM_WALL_S, TARGET_MEM_GB, TARGET_ACQ_SHARE = 180.0, 60.0, 2.0, 0.30
+TARGET_WALL_S, AIM_WALL_S, TARGET_MEM_GB, TARGET_ACQ_SHARE = 60.0, 40.0, 1.0, 0.30
 STAGES = ("fit_s", "score_s", "acquire_s", "measure_s")
 
 
@@ -154,16 +162,32 @@ def time_ray_start() -> tuple[float, float]:
 
 
 #: ``--quick`` run settings (a ``--config`` file): the code path in seconds, not the figure.
-QUICK_CONFIG = "n_members = 2\nheldout_per_axis = 2\n\n[model]\nmax_steps = 40\nwarm_steps = 20\n"
+QUICK_CONFIG = "n_members = 2\nheldout_per_axis = 2\n"
+QUICK_MODEL = {"max_steps": 40, "warm_steps": 20}
 
 
-def run_loop(args: argparse.Namespace, out: Path) -> dict:
+def config_text(quick: bool, batched: bool) -> str:
+    """The ``--config`` file of a run: quick sizes, and the earlier per-member fit for the baseline."""
+    model = {**(QUICK_MODEL if quick else {}), **({} if batched else {"batched": False})}
+    lines = [QUICK_CONFIG if quick else "", "[model]", *(f"{k} = {json.dumps(v)}" for k, v in model.items())]
+    return "\n".join(lines) + "\n"
+
+
+def ledger_digest(run: Path) -> str:
+    """SHA-256 over the run's ledger shards, in round order (first 16 hex digits)."""
+    h = hashlib.sha256()
+    for shard in sorted((run / "ledger").glob("round-*.parquet")):
+        h.update(shard.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_loop(args: argparse.Namespace, out: Path, batched: bool = True) -> dict:
     """Run ``loop.run`` as a subprocess while sampling its process tree's memory."""
     cmd = [sys.executable, "-m", "loop.run", "--budget", f"{args.budget:g}", "--world", args.world,
            "--strategy", args.strategy, "--out", str(out), "--quiet"]
-    if args.quick:
-        (out.parent / "quick.toml").write_text(QUICK_CONFIG)
-        cmd += ["--config", str(out.parent / "quick.toml")]
+    config = out.parent / f"{out.name}.toml"
+    config.write_text(config_text(args.quick, batched))
+    cmd += ["--config", str(config)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with TreeMemory(proc.pid) as mem:
@@ -201,37 +225,29 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget", type=float, default=None, help="budget, cost units (200; quick 20)")
     ap.add_argument("--world", default=None, help="world preset (default; quick small)")
     ap.add_argument("--strategy", default="cost_aware")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the run on the earlier per-member fit path")
     args = ap.parse_args(argv)
     args.budget = args.budget or (20.0 if args.quick else 200.0)
     args.world = args.world or ("small" if args.quick else "default")
 
-    tmp = Path(tempfile.mkdtemp(prefix="cslab-e2e-"))
-    try:
-        run = run_loop(args, tmp / "run")
-        stages = stage_breakdown(tmp / "run")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     imports_s = time_imports()
     ray_start_s, ray_stop_s = time_ray_start()
-    t = stages["totals"]
-    staged = sum(t[s] for s in STAGES)
-    writes_s = run["wall_s"] - staged - imports_s - ray_start_s - ray_stop_s
-    print(f"{'round':>5} {'fit s':>7} {'score s':>7} {'acq s':>7} {'meas s':>7} {'round s':>7} {'acq %':>6}")
-    for r in stages["per_round"]:
-        print(f"{r['round']:>5} {r['fit_s']:>7.2f} {r['score_s']:>7.2f} {r['acquire_s']:>7.2f} {r['measure_s']:>7.2f} "
-              f"{r['wall_s']:>7.2f} {100 * r['acquire_s'] / r['wall_s']:>6.1f}")
-    print(f"{'total':>5} {t['fit_s']:>7.2f} {t['score_s']:>7.2f} {t['acquire_s']:>7.2f} {t['measure_s']:>7.2f} "
-          f"{t['wall_s']:>7.2f}")
-    print(f"wall {run['wall_s']:.1f} s = stages {staged:.1f} + imports {imports_s:.1f} + Ray start {ray_start_s:.1f} "
-          f"+ Ray shutdown {ray_stop_s:.1f} + writes/held-out sets/report {writes_s:.1f}")
-    print(f"peak RSS summed over {run['peak_processes']} processes: {run['peak_rss_gb']:.2f} GB; peak PSS sum "
-          f"{run['peak_pss_gb']:.2f} GB ({run['processes_seen']} processes seen, {run['memory_samples']} samples; "
-          f"load average {run['loadavg_1min_after']:.1f} on {os.cpu_count()} CPUs)")
+    paths = {"batched": True} if args.no_baseline else {"batched": True, "per_member": False}
+    results = {}
+    for name, batched in paths.items():
+        print(f"-- {name}: {'ensemble fitted as one batched computation' if batched else 'one Ray task per member'}")
+        results[name] = measure(args, batched, imports_s + ray_start_s + ray_stop_s)
+    new = results["batched"]
+    if "per_member" in results:
+        old = results["per_member"]
+        print(f"ratio batched / per-member (same run): wall {new['wall_s'] / old['wall_s']:.2f}, fit "
+              f"{new['totals']['fit_s'] / old['totals']['fit_s']:.2f}, peak PSS "
+              f"{new['peak_pss_gb'] / old['peak_pss_gb']:.2f}, peak RSS {new['peak_rss_gb'] / old['peak_rss_gb']:.2f}")
     result = {
-        "quick": args.quick, "budget": args.budget, "world": args.world, "strategy": args.strategy, **run,
-        **stages, "imports_s": imports_s, "ray_start_s": ray_start_s, "ray_shutdown_s": ray_stop_s,
-        "writes_other_s": writes_s, "cpus": os.cpu_count(),
-        "targets": {"wall_s": TARGET_WALL_S, "aim_wall_s": AIM_WALL_S, "peak_rss_gb": TARGET_MEM_GB,
+        "quick": args.quick, "budget": args.budget, "world": args.world, "strategy": args.strategy, **new,
+        "baseline": results.get("per_member"), "imports_s": imports_s, "ray_start_s": ray_start_s,
+        "ray_shutdown_s": ray_stop_s, "cpus": os.cpu_count(),
+        "targets": {"wall_s": TARGET_WALL_S, "aim_wall_s": AIM_WALL_S, "peak_pss_gb": TARGET_MEM_GB,
                     "acq_share": TARGET_ACQ_SHARE},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -243,13 +259,40 @@ def main(argv: list[str] | None = None) -> dict:
     def verdict(value: float, target: float) -> str:
         return "meets" if value <= target else f"misses by {value / target:.2f}x"
 
-    print(f"e2e: budget {args.budget:g} on {args.world}: wall {run['wall_s']:.0f} s "
-          f"(target {TARGET_WALL_S:.0f} s: {verdict(run['wall_s'], TARGET_WALL_S)}; aim {AIM_WALL_S:.0f} s), "
-          f"peak RSS sum {run['peak_rss_gb']:.2f} GB ({verdict(run['peak_rss_gb'], TARGET_MEM_GB)}; PSS "
-          f"{run['peak_pss_gb']:.2f} GB), acquisition "
-          f"{100 * stages['acq_share_total']:.0f}% of a round, max {100 * stages['acq_share_max']:.0f}% "
-          f"({verdict(stages['acq_share_total'], TARGET_ACQ_SHARE)} 30%)")
+    print(f"e2e: budget {args.budget:g} on {args.world}: wall {new['wall_s']:.0f} s "
+          f"(target {TARGET_WALL_S:.0f} s: {verdict(new['wall_s'], TARGET_WALL_S)}; aim {AIM_WALL_S:.0f} s), "
+          f"peak PSS sum {new['peak_pss_gb']:.2f} GB ({verdict(new['peak_pss_gb'], TARGET_MEM_GB)}; RSS sum "
+          f"{new['peak_rss_gb']:.2f} GB), acquisition "
+          f"{100 * new['acq_share_total']:.0f}% of a round, max {100 * new['acq_share_max']:.0f}% "
+          f"({verdict(new['acq_share_total'], TARGET_ACQ_SHARE)} 30%)")
     return result
+
+
+def measure(args: argparse.Namespace, batched: bool, startup_s: float) -> dict:
+    """One ``loop.run`` on one fit path: wall, memory, stage table and ledger digest (printed and returned)."""
+    tmp = Path(tempfile.mkdtemp(prefix="cslab-e2e-"))
+    try:
+        run = run_loop(args, tmp / "run", batched)
+        stages = stage_breakdown(tmp / "run")
+        digest = ledger_digest(tmp / "run")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    t = stages["totals"]
+    staged = sum(t[s] for s in STAGES)
+    writes_s = run["wall_s"] - staged - startup_s
+    print(f"{'round':>5} {'fit s':>7} {'score s':>7} {'acq s':>7} {'meas s':>7} {'round s':>7} {'acq %':>6}")
+    for r in stages["per_round"]:
+        print(f"{r['round']:>5} {r['fit_s']:>7.2f} {r['score_s']:>7.2f} {r['acquire_s']:>7.2f} {r['measure_s']:>7.2f} "
+              f"{r['wall_s']:>7.2f} {100 * r['acquire_s'] / r['wall_s']:>6.1f}")
+    print(f"{'total':>5} {t['fit_s']:>7.2f} {t['score_s']:>7.2f} {t['acquire_s']:>7.2f} {t['measure_s']:>7.2f} "
+          f"{t['wall_s']:>7.2f}")
+    print(f"wall {run['wall_s']:.1f} s = stages {staged:.1f} + imports and Ray start/shutdown {startup_s:.1f} "
+          f"(timed apart) + writes/held-out sets/report {writes_s:.1f}")
+    print(f"peak RSS summed over {run['peak_processes']} processes: {run['peak_rss_gb']:.2f} GB; peak PSS sum "
+          f"{run['peak_pss_gb']:.2f} GB ({run['processes_seen']} processes seen, {run['memory_samples']} samples; "
+          f"load average {run['loadavg_1min_after']:.1f} on {os.cpu_count()} CPUs); identifiability "
+          f"{stages['identifiability']:.3f}; ledger sha256 {digest}")
+    return {**run, **stages, "writes_other_s": writes_s, "ledger_sha256": digest}
 
 
 if __name__ == "__main__":

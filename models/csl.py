@@ -1,6 +1,8 @@
 """The CSL ensemble: ``M`` networks from different seeds and bootstrap resamples.
 
-Registered as ``"csl"``. Members are fitted through ``map_fn(fit_member, jobs)``
+Registered as ``"csl"``. The members are fitted as one batched computation
+in the calling process (:func:`models.ensemble_fit.fit_members`), or, with
+``batched=False``, through ``map_fn(fit_member, jobs)``
 (:func:`models.fitting.fit_member` is module level and picklable, so a
 Ray-backed map works); a second ``fit`` warm-starts every member from its
 previous parameters. Member 0 fits all specimens, members 1.. a bootstrap
@@ -17,6 +19,7 @@ import torch
 from experiment_design import DesignSpace, MeasurementBatch, Query
 from models.base import PROGRAMS, Prediction
 from models.data import QueryFeatures, WellData, build_well_data, features_from_queries
+from models.ensemble_fit import fit_members
 from models.fitting import FitConfig, FitJob, fit_member, network_from_state
 from models.modules.network import CSLNetwork
 from models.registry import register
@@ -59,7 +62,8 @@ class CSLEnsemble:
 
         Args:
             data: The concatenated ledger (or already aggregated specimens).
-            map_fn: ``map``-like callable used to run the member fits.
+            map_fn: ``map``-like callable running the member fits when ``config.batched`` is off
+                (a batched fit is one computation in this process).
 
         Returns:
             ``{"members": [per-member summary], "seconds_max": float}``.
@@ -75,7 +79,7 @@ class CSLEnsemble:
             )
             for i in range(self.n_members)
         ]
-        results = list(map_fn(fit_member, jobs))
+        results = fit_members(jobs) if self.config.batched else list(map_fn(fit_member, jobs))
         self.states = [r["state"] for r in results]
         self.data = wd
         self.n_fits += 1

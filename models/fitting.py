@@ -37,6 +37,9 @@ class FitConfig:
         propagate: Learn the program propagator.
         bootstrap: Resample specimens (members 1.. only; member 0 sees all data).
         n_cell_types: Learned tissue cell types (spatial decoded through the RNA decoder).
+        batched: Fit the members as one batched computation in the calling process
+            (:mod:`models.ensemble_fit`); ``False``: one :func:`fit_member` call per member
+            through the caller's ``map_fn`` (e.g. one Ray task each), the earlier design.
 
     """
 
@@ -49,6 +52,7 @@ class FitConfig:
     propagate: bool = True
     bootstrap: bool = True
     n_cell_types: int = 3
+    batched: bool = True
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -144,8 +148,46 @@ def _warm_load(net: CSLNetwork, state: dict, plates: list[str]) -> None:
     net.load_state_dict(own)
 
 
+@dataclass
+class PreparedMember:
+    """A member ready to fit: its network (warm-loaded and calibrated) and its bootstrap weights.
+
+    Attributes:
+        net: The network.
+        meta: Vocabularies stored with the state.
+        state: The previous state it was warm-started from, or ``None`` (a cold start).
+        weights: Modality → ``(W,)`` float tensor of bootstrap counts, or ``None`` (all 1).
+        counts: The same counts as numpy arrays (stored in the state), or ``None``.
+
+    """
+
+    net: CSLNetwork
+    meta: dict
+    state: dict | None
+    weights: dict | None
+    counts: dict | None
+
+
+def prepare_member(job: FitJob) -> PreparedMember:
+    """Build, warm-start and calibrate a member's network and draw its bootstrap weights."""
+    cfg = job.config
+    state = job.state
+    if state is not None and int(state["n_programs"]) != latent_dim(job.data, cfg, state):
+        state = None  # the latent dimension changed (a molecular panel appeared): start cold
+    net, meta = build_network(job.space, job.data, cfg, job.seed, state)
+    net.calibrate(job.data)  # data-derived buffers; morphology starts are set on a cold start only
+    weights, counts = None, None
+    if cfg.bootstrap and job.member > 0:
+        counts = bootstrap_weights(job.data, np.random.default_rng([int(job.seed), 7919]))
+        weights = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in counts.items()}
+    return PreparedMember(net, meta, state, weights, counts)
+
+
 def fit_member(job: FitJob) -> dict:
     """Fit one member (module level, picklable: what ``map_fn`` runs).
+
+    :func:`models.ensemble_fit.fit_members` fits several as one batched computation, with the same
+    optimisation per member.
 
     Args:
         job: The member's job.
@@ -159,15 +201,8 @@ def fit_member(job: FitJob) -> dict:
     torch.set_num_threads(1)
     t0, c0 = time.perf_counter(), time.process_time()
     cfg = job.config
-    state = job.state
-    if state is not None and int(state["n_programs"]) != latent_dim(job.data, cfg, state):
-        state = None  # the latent dimension changed (a molecular panel appeared): start cold
-    net, meta = build_network(job.space, job.data, cfg, job.seed, state)
-    net.calibrate(job.data)  # data-derived buffers; morphology starts are set on a cold start only
-    weights, counts = None, None
-    if cfg.bootstrap and job.member > 0:
-        counts = bootstrap_weights(job.data, np.random.default_rng([int(job.seed), 7919]))
-        weights = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in counts.items()}
+    prep = prepare_member(job)
+    net, meta, state, weights, counts = prep.net, prep.meta, prep.state, prep.weights, prep.counts
     with torch.no_grad():
         initial = net.loss(job.data, weights).total.item()
     history: list[float] = []

@@ -49,6 +49,8 @@ def test_quick_figures_are_consistent(quick_run):
     assert 0 < sum(e2e["totals"][s] for s in ("fit_s", "score_s", "acquire_s", "measure_s")) < e2e["wall_s"]
     assert e2e["processes_seen"] >= 3 and e2e["peak_rss_gb"] >= e2e["peak_pss_gb"] > 0
     assert 0 <= e2e["acq_share_total"] <= 1
+    # the earlier per-member fit path ran in the same invocation, on the same rounds
+    assert e2e["baseline"]["rounds"] == e2e["rounds"] and e2e["baseline"]["totals"]["fit_s"] > 0
     scale = read("scale")
     assert scale["fanout"]["speedup"] > 0 and all(s["seconds"] >= 0 for s in scale["stages"])
     eff = read("efficiency")

@@ -66,13 +66,13 @@ class LossOutput:
         total: Scalar to minimise (negative log posterior per specimen).
         parts: Name → scalar tensor (negative log-likelihood per modality,
             penalties); ``total`` is their sum.
-        n_obs: Weighted number of specimens per modality in the loss.
+        n_obs: Weighted number of specimens per modality in the loss (scalar tensors).
 
     """
 
     total: torch.Tensor
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
-    n_obs: dict[str, float] = field(default_factory=dict)
+    n_obs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def as_floats(self) -> dict[str, float]:
         """Parts and total as plain floats (for logging)."""

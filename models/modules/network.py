@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
-from models.data import QueryFeatures, WellData
+from models.data import QueryFeatures, WellBlock, WellData
 from models.modules.decoders import AdtDecoder, CountDecoder, GaussianDecoder, MolecularDecoder
 from models.modules.likelihoods import LossOutput
 from models.modules.operators import InterventionOperator
@@ -143,34 +143,52 @@ class CSLNetwork(nn.Module):
             and ``prior``.
 
         """
-        z_all = self.latent(wd.features)
-        parts, n_obs = {}, {}
-        n_total = 0.0
-        nll_sum = torch.zeros(())
-        used = []
+        blocks = {}
         for name, block in wd.blocks.items():
             if name not in self.decoders or (modalities is not None and name not in modalities):
                 continue
             w = weights[name] if weights is not None else torch.ones(len(block.query))
             if not bool((w > 0).any()):
                 continue  # nothing of this modality observed (or all resampled away)
-            used.append(name)
             keep = w > 0  # zero-weight specimens are skipped outright (even NaN readouts)
-            sub = block if bool(keep.all()) else block.select(keep)
-            q = sub.query
-            z = self.latent_seen_by(name, wd.features, z_all, q)
-            nll = self.decoders[name].nll(z, wd.features.site[q], sub, w[keep])
-            nw = float(w.sum())
+            blocks[name] = (block, w) if bool(keep.all()) else (block.select(keep), w[keep])
+        return self.posterior_loss(wd.features, blocks)
+
+    def posterior_loss(self, features: QueryFeatures, blocks: dict[str, tuple[WellBlock, torch.Tensor]]) -> LossOutput:
+        """:meth:`loss` over given specimens and weights, in tensor operations only (``torch.func.vmap``-safe).
+
+        A modality whose weights sum to zero contributes neither likelihood nor its decoder's prior, as in
+        :meth:`loss`, but by multiplying with a 0/1 presence rather than by leaving it out, so that members
+        with different bootstrap weights can be fitted as one batched computation
+        (:mod:`models.ensemble_fit`).
+
+        Args:
+            features: All conditions (the blocks index them through ``query``).
+            blocks: Modality → ``(block, (W,) weights)``; only modalities this network decodes.
+
+        Returns:
+            :class:`LossOutput`; ``n_obs`` holds the weighted specimen counts as tensors.
+
+        """
+        z_all = self.latent(features)
+        parts, n_obs, present = {}, {}, {}
+        nll_sum = torch.zeros(())
+        for name, (block, w) in blocks.items():
+            q = block.query
+            z = self.latent_seen_by(name, features, z_all, q)
+            nll = self.decoders[name].nll(z, features.site[q], block, w)
+            nw = w.sum()
             n_obs[name] = nw
-            n_total += nw
-            parts[f"nll_{name}"] = nll / max(nw, 1.0)
+            present[name] = (nw > 0).to(nll.dtype)
+            parts[f"nll_{name}"] = nll / nw.clamp_min(1.0)
             nll_sum = nll_sum + nll
-        if SPATIAL in used and RNA not in used and isinstance(self.decoders[SPATIAL], SpotDecoder):
-            used.append(RNA)  # spots are decoded through the RNA decoder: its prior applies
+        if SPATIAL in present and isinstance(self.decoders[SPATIAL], SpotDecoder):
+            # spots are decoded through the RNA decoder: its prior applies when either is observed
+            present[RNA] = torch.maximum(present[RNA], present[SPATIAL]) if RNA in present else present[SPATIAL]
         pen = self.operator.penalty()
         prior = sum(PRIOR_WEIGHTS[k] * v for k, v in pen.items())
-        prior = prior + PRIOR_WEIGHTS["decoders"] * sum(self.decoders[n].penalty() for n in used)
-        denom = max(n_total, 1.0)
+        prior = prior + PRIOR_WEIGHTS["decoders"] * sum(on * self.decoders[n].penalty() for n, on in present.items())
+        denom = sum(n_obs.values(), torch.zeros(())).clamp_min(1.0)
         parts["prior"] = prior / denom
         return LossOutput(total=(nll_sum + prior) / denom, parts=parts, n_obs=n_obs)
 

@@ -1,4 +1,4 @@
-"""Ensemble mechanics on fake data: map_fn fan-out, warm start, checkpoints, predictions, registry."""
+"""Ensemble mechanics on fake data: batched fit or map_fn fan-out, warm start, checkpoints, predictions, registry."""
 
 import pickle
 
@@ -37,11 +37,15 @@ def test_registered_and_protocol(fitted):
     assert isinstance(CSLEnsemble(space), Model)
 
 
-def test_members_fitted_through_map_fn(fitted):
-    *_, first, calls = fitted
-    assert calls == [3]
+def test_members_fitted_as_one_batch_or_through_map_fn(fitted):
+    space, _, data, _, first, calls = fitted
+    assert calls == []  # batched (the default): one computation here, map_fn unused
     assert [m["member"] for m in first["members"]] == [0, 1, 2]
     assert all(np.isfinite(m["total"]) for m in first["members"])
+    seen = []
+    one_each = CSLEnsemble(space, n_members=2, seed=0, max_steps=20, batched=False)
+    one_each.fit(data, map_fn=lambda fn, jobs: [seen.append(j.member) or fn(j) for j in jobs])
+    assert seen == [0, 1]
 
 
 def test_prediction_shapes_and_uncertainty(fitted):
