@@ -200,6 +200,7 @@ class CSLEnsemble:
             "seed": self.seed,
             "n_fits": self.n_fits,
             "states": self.states,
+            "data": self.data,  # what the members were fitted on: posteriors built after a resume see it too
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -215,4 +216,5 @@ class CSLEnsemble:
         self.seed = int(state["seed"])
         self.n_fits = int(state["n_fits"])
         self.states = state["states"]
+        self.data = state.get("data")
         self._nets = None

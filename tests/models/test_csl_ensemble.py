@@ -79,6 +79,13 @@ def test_state_dict_round_trip(fitted):
     clone = CSLEnsemble(space, n_members=3)
     clone.load_state_dict(state)
     assert np.allclose(clone.predict(qs[:5]).members["rna"], model.predict(qs[:5]).members["rna"])
+    # The posteriors a design is built on (after a resume) see the data the members were fitted on.
+    (a, *_), _, _ = model.laplace(qs[:3])
+    (b, *_), _, _ = clone.laplace(qs[:3])
+    assert torch.allclose(a.sigma0, b.sigma0)
+    clone.data = None  # what a checkpoint without the data gave: the prior alone
+    (prior, *_), _, _ = clone.laplace(qs[:3])
+    assert a.score(a.sigma0) < 0.9 * prior.score(prior.sigma0)
     with pytest.raises(ValueError, match="members"):
         CSLEnsemble(space, n_members=2).load_state_dict(state)
 
