@@ -186,17 +186,28 @@ def information_factors(net: torch.nn.Module, f, modalities: list[tuple[str, ...
     for lo in range(0, len(f), JACOBIAN_CHUNK):
         fc = f.take(slice(lo, lo + JACOBIAN_CHUNK))
         mods = modalities[lo : lo + JACOBIAN_CHUNK]
-        jac: dict[str, torch.Tensor] = {}
+        # Decoders that read the same conditions (the same lag) share one Jacobian, on the rows that need it.
+        lag = {name: getattr(net.decoders[name], "lag_h", None) for m in mods for name in m if name in net.decoders}
+        need: dict[float | None, list[int]] = {}
+        for i, m in enumerate(mods):
+            for g in dict.fromkeys(lag[name] for name in m if name in lag):
+                need.setdefault(g, []).append(i)
+        jac = {}  # lag → (rows, (len(rows), K, width) Jacobian, position of each chunk row in rows)
+        for g, rows in need.items():
+            name = next(n for n, v in lag.items() if v == g)
+            rows_t = torch.tensor(rows)
+            pos = torch.full((len(fc),), -1, dtype=torch.long)
+            pos[rows_t] = torch.arange(len(rows))
+            jac[g] = (_latent_jacobian(op, net.features_seen_by(name, fc.take(rows_t))), pos)
         L = torch.zeros(len(fc), width, R)
         for slot in range(max((len(m) for m in mods), default=0)):
             for name in {m[slot] for m in mods if len(m) > slot}:
                 if name not in net.decoders:
                     continue
                 rows = torch.tensor([i for i, m in enumerate(mods) if len(m) > slot and m[slot] == name])
-                if name not in jac:
-                    jac[name] = _latent_jacobian(op, net.features_seen_by(name, fc))  # (n, K, width)
+                J, pos = jac[lag[name]]
                 root = roots[name][fc.cell_line[rows], fc.site[rows]]  # (r, K, K)
-                L[rows, :, slot * K : (slot + 1) * K] = jac[name][rows].transpose(1, 2) @ root
+                L[rows, :, slot * K : (slot + 1) * K] = J[pos[rows]].transpose(1, 2) @ root
         pieces.append(L)
     return torch.cat(pieces)
 
@@ -231,11 +242,14 @@ class MemberPosterior:
             for name, block in data.blocks.items():
                 if name not in net.decoders or len(block.query) == 0:
                     continue
-                fb = data.features.take(block.query)
+                # Replicates of a condition carry the same information: one factor per condition, times its count.
+                cond, count = torch.unique(block.query, return_counts=True)
+                fb = data.features.take(cond)
                 L = information_factors(net, fb, [(name,)] * len(fb), self.roots).double()
                 idx = self.layout.support(fb.target)
                 flat = (idx[:, :, None] * (P + 1) + idx[:, None, :]).reshape(-1)
-                Lam.view(-1).index_add_(0, flat, (L @ L.transpose(1, 2)).reshape(-1))
+                info = count.double()[:, None, None] * (L @ L.transpose(1, 2))
+                Lam.view(-1).index_add_(0, flat, info.reshape(-1))
         Lam[P, :] = 0.0
         Lam[:, P] = 0.0
         Sigma = torch.zeros_like(Lam)
@@ -260,8 +274,11 @@ class MemberPosterior:
         """
         G = self.weighted(sigma) if G is None else G
         L = L.float()
-        SL = sigma.float()[idx[:, :, None], idx[:, None, :]] @ L
-        GL = G[idx[:, :, None], idx[:, None, :]] @ L
+        # Candidates on the same targets share a support: gather each distinct block of Σ and G once.
+        supports, which = torch.unique(idx, dim=0, return_inverse=True)
+        rows, cols = supports[:, :, None], supports[:, None, :]
+        SL = sigma.float()[rows, cols][which] @ L
+        GL = G[rows, cols][which] @ L
         Lt = L.transpose(1, 2)
         A = torch.eye(L.shape[2], dtype=torch.float64) + (Lt @ SL).double()
         return torch.linalg.solve(A, (Lt @ GL).double()).diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0.0)
