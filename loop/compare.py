@@ -81,7 +81,7 @@ def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig) ->
             cfg = RunConfig.from_dict({**base.to_dict(), "strategy": s, "seed": k}).to_dict()
             root = Path(out) / "runs" / f"{s}-seed{k}"
             if (root / "config.json").is_file():
-                stored = read_json(root / "config.json").get("config", {})
+                stored = {**RunConfig().to_dict(), **read_json(root / "config.json").get("config", {})}
                 bad = [key for key in IDENTITY_KEYS if stored.get(key) != cfg[key]]
                 if bad:
                     raise ValueError(f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "

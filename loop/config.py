@@ -12,7 +12,8 @@ from pathlib import Path
 WORLDS = ("small", "default", "large")
 ORACLES = ("sim", "lab", "plates")
 #: Keys of config.json that must match when a run is resumed.
-IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data")
+IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data", "data_mapping",
+                 "costs", "world_overrides", "model")
 
 
 class SettingError(ValueError):
@@ -53,6 +54,10 @@ class RunConfig:
         address: Ray cluster address to join instead of starting one.
         costs: Assay name → cost override in budget units.
         world_overrides: Keyword overrides for the simulator preset.
+        data_mapping: How to read ``data`` (:func:`simulators.lab_formats.read_options`):
+            ``columns`` (cslab column → the file's), ``units`` (the file's ``dose_unit``
+            values → cslab's), ``features`` (feature columns of a tidy table),
+            ``modality`` (of a tidy table without a ``modality`` column).
         model: Keyword overrides of the model's fit settings
             (:class:`models.fitting.FitConfig`, e.g. ``{"max_steps": 300}``).
     """
@@ -75,6 +80,7 @@ class RunConfig:
     costs: dict[str, float] = field(default_factory=dict)
     world_overrides: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    data_mapping: dict = field(default_factory=dict)
 
     def validate(self) -> RunConfig:
         """Check values; raise ``ValueError`` with a one-line reason."""
@@ -106,6 +112,9 @@ class RunConfig:
             raise ValueError("initial_size and heldout_per_axis must be >= 0")
         if not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s must be positive, got {self.time_limit_s}")
+        from simulators.lab_formats import read_options
+
+        read_options(self.data_mapping)  # unknown keys or wrong types: a one-line error
         from models.fitting import FitConfig
 
         unknown = sorted(set(self.model) - {f.name for f in fields(FitConfig)})

@@ -31,6 +31,7 @@ from loop.storage import RunFolderError, atomic_write, clean_temporaries, read_j
 from models.identifiability import score
 from models.registry import MODELS
 from simulators.lab import LabAdapter
+from simulators.lab_formats import read_options
 
 S = RoundStatus
 MAX_ROUNDS = 10_000
@@ -56,10 +57,11 @@ class LabFactory:
     """Builds the lab data adapter (picklable)."""
 
     path: str
+    data_mapping: dict = dataclasses.field(default_factory=dict)
 
     def __call__(self) -> object:
         """Read the data."""
-        return LabAdapter.from_file(self.path)
+        return LabAdapter.from_file(self.path, **read_options(self.data_mapping))
 
 
 class AwaitingReadout(Exception):  # noqa: N818 - a state, not an error
@@ -111,11 +113,11 @@ class Study:
         self.truth = None
         self._lab: LabAdapter | None = None
         if config.oracle == "lab":
-            self._oracle_factory = oracle_factory or LabFactory(config.data)
-            self._lab = LabAdapter.from_file(config.data)
+            self._oracle_factory = oracle_factory or LabFactory(config.data, config.data_mapping)
+            self._lab = LabFactory(config.data, config.data_mapping)()
             base_space = self._lab.space
         elif config.oracle == "plates" and config.data:
-            base_space = dataclasses.replace(LabAdapter.from_file(config.data).space, pool=())
+            base_space = dataclasses.replace(LabFactory(config.data, config.data_mapping)().space, pool=())
         else:
             sim = SimulatorFactory(config.world, config.seed, tuple(sorted(config.world_overrides.items())))
             world = sim()
@@ -305,6 +307,8 @@ class Study:
             queries = self.strategy.propose(self.model, space, ledger, self.config.batch_size, left, rng)
         if self.heldout is not None:
             queries = [q for q in queries if not self.heldout.blocked(q)]
+        if self._lab is not None:
+            queries = self._within_stock(queries, r)
         for q in queries:
             self.space.validate(q)
         if not queries and r == 0:
@@ -321,6 +325,19 @@ class Study:
         self.store.write_status(r, S.PROPOSED, acquire_s=time.perf_counter() - t0, acquire_truncated=truncated)
         faults.checkpoint(r, "proposed")
         return True
+
+    def _within_stock(self, queries: list[Query], r: int) -> list[Query]:
+        """Pool mode: each condition asked for at most the specimens it has left (one-sample data, repeats)."""
+        used = self._used_specimens(r - 1)
+        left: dict[str, int] = {}
+        out = []
+        for q in queries:
+            n = left.setdefault(q.query_id, sum(s not in used for s in self._lab.specimens(q.query_id)))
+            k = min(q.replicates, n)
+            if k > 0:
+                out.append(q if k == q.replicates else q.with_replicates(k))
+                left[q.query_id] = n - k
+        return out
 
     def _used_specimens(self, upto: int) -> set[str]:
         """Specimens handed out by rounds ``<= upto`` that were measured, and by the stress sets.

@@ -108,9 +108,16 @@ class LabAdapter(Oracle):
 
     @classmethod
     def from_file(cls, path: str | Path, mapping: dict[str, str] | None = None,
-                  exclude: Iterable[str] = ()) -> LabAdapter:
-        """Read a data file (see :mod:`simulators.lab_formats`) and build the adapter."""
-        return cls(read_measurements(path, mapping), exclude=exclude)
+                  exclude: Iterable[str] = (), **read_options: object) -> LabAdapter:
+        """Read a data file (see :mod:`simulators.lab_formats`) and build the adapter.
+
+        Args:
+            path: The data file.
+            mapping: cslab column name → the file's column name.
+            exclude: Specimens already handed out.
+            **read_options: ``units``, ``features``, ``modality`` of :func:`read_measurements`.
+        """
+        return cls(read_measurements(path, mapping, **read_options), exclude=exclude)
 
     def specimens(self, query_id: str) -> tuple[str, ...]:
         """Every stored specimen of a condition, in hand-out order."""

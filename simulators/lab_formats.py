@@ -17,6 +17,32 @@ Three inputs are understood:
   ``conc2`` (µM), ``response``, ``cell_line`` and optionally ``replicate``
   and ``time``; read as a well-level ``molecular`` readout named ``response``.
 
+**Perturbations as labs record them.** ``dose_unit`` is read case-insensitively:
+concentrations ``uM`` / ``µM`` / ``μM`` / ``micromolar``, ``nM``, ``pM``, ``mM`` (stored
+in µM); genetic perturbations as a strength in ``[0, 1]`` (stored as ``fraction``):
+``fraction`` / ``strength`` / ``knockdown`` / ``activation`` / ``efficiency`` (the value
+itself), ``%`` / ``percent`` (value / 100), ``guide`` / ``sgRNA`` / ``gRNA`` / ``shRNA`` /
+``siRNA`` / ``ORF`` (present: 1 for a value > 0, a missing value counts as present) and
+``MOI`` (the infected fraction, ``1 − exp(−MOI)``). Without a ``dose_unit``, an scPerturb
+``perturbation_type`` column (``CRISPRi``, ``CRISPRa``, ``CRISPR-cas9``, ``knockout``,
+``ORF``, ``shRNA``, ``siRNA`` → genetic; ``drug``, ``compound``, ``small molecule`` →
+µM) says which; without either, doses are µM. Controls by their usual names
+(:data:`CONTROL_PATTERN`: ``control``, ``ctrl``, ``non-targeting…``, ``NTC…``,
+``safe-targeting…``, ``vehicle``, ``DMSO``, ``mock``, ``scramble…``, ``unperturbed``,
+``untreated``) and any target at dose 0 are no perturbation; in a combination they are
+dropped (``DMSO+drugA`` is ``drugA``). A unit or type that cannot be mapped is one error
+naming the file, row, column and value and the config mapping that fixes it
+(``[data_mapping] units = {"<value>" = "uM"}``).
+
+**Features and metadata.** The features of an ``.h5ad`` are its ``var_names``; of a
+tidy table, the ``features`` given (a config ``[data_mapping] features = [...]``), or
+else every column that is not metadata. Metadata columns are cslab's own
+(``keys.OBS_COLUMNS``, plate, well, coordinates), the per-cell QC and annotation
+columns of scPerturb / scanpy (:data:`METADATA_COLUMNS`: ``ncounts``, ``percent_mito``,
+``guide_id``, ``celltype``, …) and any column whose values are mostly not numbers
+(text such as guide identities, gene names, notes); a feature column with a stray
+non-number is an error naming the row.
+
 Missing optional metadata is filled: ``site`` → ``"site0"``, ``assay`` →
 ``"scrna"`` for rna and ``"<modality>"`` otherwise, ``time_unit`` → ``h``,
 ``replicate`` → 0, ``specimen`` → ``<query_id>:<replicate>``, ``unit`` → the
@@ -26,6 +52,7 @@ metadata, so it agrees with :attr:`Query.query_id`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +61,47 @@ import pandas as pd
 from experiment_design import Context, MeasurementBatch, ModalityData, Perturbation, Query, keys
 from experiment_design.assays import MODALITIES
 
-REQUIRED = (keys.PERTURBATION, keys.DOSE_VALUE, keys.TIME, keys.CELL_LINE)
+#: Columns every file needs (``dose_value`` may be absent for guide-level genetic screens).
+REQUIRED = (keys.PERTURBATION, keys.TIME, keys.CELL_LINE)
 COUNT_MODALITIES = ("rna", "adt", "spatial")
 COMBO_COLUMNS = ("drug1", "drug2", "conc1", "conc2", "response")
-DOSE_UNITS = {"uM": 1.0, "µM": 1.0, "nM": 1e-3, "mM": 1e3, "fraction": 1.0}
+#: Concentration units (lower case) → factor to µM.
+CONCENTRATION_UNITS = {"um": 1.0, "µm": 1.0, "μm": 1.0, "micromolar": 1.0, "nm": 1e-3, "nanomolar": 1e-3,
+                       "pm": 1e-6, "picomolar": 1e-6, "mm": 1e3, "millimolar": 1e3}
+#: Genetic-perturbation units (lower case) → how the value becomes a strength in [0, 1].
+GENETIC_UNITS = {
+    **dict.fromkeys(("fraction", "strength", "knockdown", "activation", "efficiency"), "strength"),
+    **dict.fromkeys(("%", "percent"), "percent"),
+    **dict.fromkeys(("guide", "guides", "sgrna", "sgrnas", "grna", "grnas", "shrna", "sirna", "orf", "crispr"),
+                    "present"),
+    "moi": "moi",
+}
+#: scPerturb ``perturbation_type`` values (lower case, ``-``/``_``/space ignored) → the unit they imply.
+PERTURBATION_TYPES = {
+    **dict.fromkeys(("crispr", "crispri", "crispra", "crisprcas9", "crisprko", "crisprcas9knockout", "knockout",
+                     "ko", "knockdown", "orf", "overexpression", "shrna", "sirna", "rnai", "genetic"), "guide"),
+    **dict.fromkeys(("drug", "drugs", "compound", "compounds", "smallmolecule", "chemical", "chemicals"), "um"),
+    **dict.fromkeys(("control", "ctrl", "none", "unperturbed", "vehicle"), "guide"),  # a control's unit is unused
+}
+#: Every ``dose_unit`` value understood (case-insensitive).
+DOSE_UNITS = (*CONCENTRATION_UNITS, *GENETIC_UNITS)
+#: Target names that mean "no perturbation" (case-insensitive; numbered or suffixed variants too).
+CONTROL_PATTERN = re.compile(
+    r"^(control|ctrl|non[-_ ]?targeting|nt|ntc|safe[-_ ]?targeting|vehicle|dmso|unperturbed|untreated|mock|"
+    r"scrambled?|none|sgnt|pbs)(\d*|[-_ .:].*)$", re.IGNORECASE)
+#: Per-cell QC and annotation columns of scPerturb / scanpy obs, metadata even where numeric.
+METADATA_COLUMNS = frozenset({
+    "perturbation_type", "guide_id", "guide_ids", "guide", "sgrna", "gene", "gene_id", "target", "target_gene",
+    "nperts", "ncounts", "ngenes", "n_counts", "n_genes", "total_counts", "n_genes_by_counts", "ncount_rna",
+    "nfeature_rna", "percent_mito", "percent_ribo", "pct_counts_mt", "pct_counts_ribo", "umi_count",
+    "celltype", "cell_type", "tissue_type", "cancer", "disease", "organism", "sex", "age", "library", "lane",
+    "barcode", "cell_barcode", "gem_group", "sample", "donor", "notes", "comment", "qc", "doublet",
+})
+
+
+def is_control_name(name: str) -> bool:
+    """Whether a target name means "no perturbation" (:data:`CONTROL_PATTERN`)."""
+    return bool(CONTROL_PATTERN.match(name.strip()))
 
 
 class DataFormatError(ValueError):
@@ -45,13 +109,17 @@ class DataFormatError(ValueError):
 
 
 def read_measurements(path: str | Path, mapping: dict[str, str] | None = None,
-                      modality: str = "molecular") -> MeasurementBatch:
+                      modality: str = "molecular", units: dict[str, str] | None = None,
+                      features: list[str] | None = None) -> MeasurementBatch:
     """Read a measured screen.
 
     Args:
         path: ``.h5ad``, ``.csv`` or ``.parquet`` file.
         mapping: cslab column name → the file's column name.
         modality: Modality of tidy-table features without a ``modality`` column.
+        units: The file's ``dose_unit`` values → units cslab knows (:data:`DOSE_UNITS`), e.g.
+            ``{"copies": "guide"}``.
+        features: Feature columns of a tidy table (default: every column that is not metadata).
 
     Raises:
         DataFormatError: Naming the file, the row or column, and what is accepted.
@@ -62,16 +130,49 @@ def read_measurements(path: str | Path, mapping: dict[str, str] | None = None,
     if path.stat().st_size == 0:
         raise DataFormatError(f"{path}: file is empty")
     suffix = path.suffix.lower()
+    if units:
+        bad = {k: v for k, v in units.items() if str(v).strip().lower() not in DOSE_UNITS}
+        if bad:
+            raise DataFormatError(f"data_mapping units {bad}: map to one of {list(DOSE_UNITS)}")
     if suffix == ".h5ad":
-        return _read_h5ad(path)
+        return _read_h5ad(path, units)
     if suffix in (".csv", ".parquet"):
         df = _read_table(path)
         if mapping:
             df = df.rename(columns={v: k for k, v in mapping.items()})
         if set(COMBO_COLUMNS) <= set(df.columns):
-            return table_to_batch(combo_to_tidy(df, path), path, "molecular")
-        return table_to_batch(df, path, modality)
+            return table_to_batch(combo_to_tidy(df, path), path, "molecular", unit_map=units)
+        return table_to_batch(df, path, modality, features, unit_map=units)
     raise DataFormatError(f"{path}: unknown file type {suffix!r}; accepted: .h5ad, .csv, .parquet")
+
+
+def read_options(data_mapping: dict | None) -> dict:
+    """:func:`read_measurements` keyword arguments from a run config's ``[data_mapping]`` table.
+
+    Args:
+        data_mapping: ``columns`` (cslab column → the file's column), ``units`` (the file's
+            ``dose_unit`` value → a unit of :data:`DOSE_UNITS`), ``features`` (feature columns of a
+            tidy table), ``modality`` (of a tidy table without a ``modality`` column).
+
+    Raises:
+        ValueError: For an unknown key or a value of the wrong type, naming it.
+    """
+    d = dict(data_mapping or {})
+    known = {"columns": dict, "units": dict, "features": list, "modality": str}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"data_mapping: unknown keys {unknown}; known: {sorted(known)}")
+    for key, kind in known.items():
+        if key in d and not isinstance(d[key], kind):
+            raise ValueError(f"data_mapping.{key} must be a {kind.__name__}, got {d[key]!r}")
+    bad = {k: v for k, v in d.get("units", {}).items() if str(v).strip().lower() not in DOSE_UNITS}
+    if bad:
+        raise ValueError(f"data_mapping.units {bad}: map each to one of {list(DOSE_UNITS)}")
+    out = {"mapping": d.get("columns") or None, "units": d.get("units") or None,
+           "features": [str(f) for f in d["features"]] if d.get("features") else None}
+    if "modality" in d:
+        out["modality"] = d["modality"]
+    return out
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -87,7 +188,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataFormatError(f"{path}: unreadable or truncated table ({exc})") from None
 
 
-def _read_h5ad(path: Path) -> MeasurementBatch:
+def _read_h5ad(path: Path, units: dict[str, str] | None = None) -> MeasurementBatch:
     import anndata as ad
 
     files = [path] + sorted(path.parent.glob(f"{path.name[: -len('.h5ad')]}.*.h5ad"))
@@ -102,7 +203,7 @@ def _read_h5ad(path: Path) -> MeasurementBatch:
         default = f.name[len(path.name[: -len(".h5ad")]) + 1: -len(".h5ad")] if f != path else "rna"
         mod = str(obs[keys.MODALITY].iloc[0]) if keys.MODALITY in obs and len(obs) else default
         df = pd.concat([obs, pd.DataFrame(X, columns=list(map(str, a.var_names)))], axis=1)
-        parts.append(table_to_batch(df, f, mod, features=list(map(str, a.var_names))))
+        parts.append(table_to_batch(df, f, mod, features=list(map(str, a.var_names)), unit_map=units))
     return MeasurementBatch.concat(parts)
 
 
@@ -129,6 +230,27 @@ def combo_to_tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     return out
 
 
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    """The feature columns of a tidy table: every column that is not metadata.
+
+    Metadata: cslab's own columns (``keys.OBS_COLUMNS``, plate, well, round, coordinates, role), the
+    scPerturb / scanpy QC and annotation columns (:data:`METADATA_COLUMNS`, case-insensitive), and any
+    column whose non-empty values are mostly (more than half) not numbers.
+    """
+    own = set(keys.OBS_COLUMNS) | {keys.PLATE, keys.WELL, keys.ROUND, "x", "y", "role", "row", "column"}
+    out = []
+    for c in df.columns:
+        if c in own or str(c).lower() in METADATA_COLUMNS:
+            continue
+        col = df[c]
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            present = col[col.notna() & (col.astype(str).str.strip() != "")]
+            if len(present) and pd.to_numeric(present, errors="coerce").notna().mean() <= 0.5:
+                continue
+        out.append(c)
+    return out
+
+
 def _number(value: object, path: Path, i: int, column: str) -> float:
     try:
         x = float(value)
@@ -139,9 +261,16 @@ def _number(value: object, path: Path, i: int, column: str) -> float:
     return x
 
 
-def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[str] | None = None
-                   ) -> MeasurementBatch:
+def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[str] | None = None,
+                   unit_map: dict[str, str] | None = None) -> MeasurementBatch:
     """Validate a tidy table and turn it into a batch (one modality per ``modality`` value).
+
+    Args:
+        df: One row per well or cell: metadata and feature columns.
+        path: The file (for messages).
+        modality: Modality of rows without a ``modality`` column.
+        features: Feature columns (default: :func:`feature_columns`).
+        unit_map: The file's ``dose_unit`` values → cslab's (:data:`DOSE_UNITS`).
 
     Raises:
         DataFormatError: Missing column, unparsable perturbation or dose, NaN /
@@ -153,9 +282,11 @@ def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[s
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing}; required: {list(REQUIRED)} "
                               "(map other names with a column mapping)")
-    meta_cols = set(keys.OBS_COLUMNS) | {keys.PLATE, keys.WELL, keys.ROUND, "x", "y", "role", "row", "column"}
     if features is None:
-        features = [c for c in df.columns if c not in meta_cols]
+        features = feature_columns(df)
+    absent = [c for c in features if c not in df.columns]
+    if absent:
+        raise DataFormatError(f"{path}: feature column(s) {absent[:5]} named by the mapping are not in the file")
     if not features:
         raise DataFormatError(f"{path}: no feature columns besides the metadata")
     df = df.reset_index(drop=True)
@@ -165,27 +296,29 @@ def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[s
         if mod not in MODALITIES:
             raise DataFormatError(f"{path}: unknown modality {mod!r}; accepted: {list(MODALITIES)}")
         sub = df[mods == mod]
-        parts.append(_modality(sub, path, mod, features))
+        parts.append(_modality(sub, path, mod, features, unit_map))
     return MeasurementBatch({m.obs[keys.MODALITY].iloc[0]: m for m in parts})
 
 
-def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str]) -> ModalityData:
+def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str],
+              unit_map: dict[str, str] | None = None) -> ModalityData:
     values = df[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: "
-                              f"{df[features[j]].iloc[i]!r} is not a finite number")
+        raw = df[features[j]].iloc[i]
+        what = "missing (empty or NaN)" if pd.isna(raw) else f"{str(raw)!r} is not a finite number"
+        raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: {what}")
     if mod in COUNT_MODALITIES and (values < 0).any():
         i, j = np.argwhere(values < 0)[0]
         raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: negative count "
                               f"{values[i, j]}; {mod} counts must be >= 0")
     # Metadata is parsed once per distinct combination, then broadcast to its rows.
-    meta_in = [c for c in (*REQUIRED, keys.DOSE_UNIT, keys.SITE, keys.BATCH, keys.ASSAY, keys.REPLICATE)
-               if c in df.columns]
+    meta_in = [c for c in (*REQUIRED, keys.DOSE_VALUE, keys.DOSE_UNIT, "perturbation_type", keys.SITE, keys.BATCH,
+                           keys.ASSAY, keys.REPLICATE) if c in df.columns]
     codes = df[meta_in].astype(str).groupby(meta_in, sort=False, dropna=False).ngroup().to_numpy()
     _, first = np.unique(codes, return_index=True)
-    parsed = {int(codes[i]): _meta(df.iloc[i].to_dict(), path, int(df.index[i]), mod) for i in first}
+    parsed = {int(codes[i]): _meta(df.iloc[i].to_dict(), path, int(df.index[i]), mod, unit_map) for i in first}
     obs = pd.DataFrame([parsed[int(c)] for c in codes])
     for col in (keys.PLATE, keys.WELL, "x", "y"):
         if col in df.columns:
@@ -202,7 +335,93 @@ def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str]) -> Mo
     return ModalityData(obs, values.astype(np.float32), tuple(features))
 
 
-def _meta(row: dict, path: Path, i: int, mod: str) -> dict:
+def _missing(value: object) -> bool:
+    """Whether a metadata cell is empty (None, NaN, blank, ``"nan"``)."""
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip().lower() in ("", "nan",
+                                                                                                           "none")
+
+
+def _unit_hint(value: str) -> str:
+    return (f'accepted (any case): uM, nM, pM, mM; fraction, knockdown, activation, percent, guide, sgRNA, shRNA, '
+            f'siRNA, ORF, MOI; map it in the run config: [data_mapping] units = {{"{value}" = "uM"}}')
+
+
+def _perturbation(row: dict, where: str, unit_map: dict[str, str] | None) -> tuple[Perturbation, list[str]]:
+    """The row's perturbation in cslab's units (µM or a strength in [0, 1]) and each kept target's unit."""
+    label = row.get(keys.PERTURBATION)
+    if not isinstance(label, str) or not label.strip():
+        raise DataFormatError(f"{where}, column perturbation: missing label; use 'A', 'A+B' or 'control'")
+    names = [n.strip() for n in label.split(keys.COMBO_SEP)]
+    if any(not n for n in names):
+        raise DataFormatError(f"{where}, column perturbation: malformed combination {label!r} (empty target name)")
+    raw = row.get(keys.DOSE_VALUE)
+    doses: list[float | None]
+    if _missing(raw):
+        doses = [None] * len(names)
+    else:
+        parts = [p.strip() for p in str(raw).split(keys.COMBO_SEP)]
+        if len(parts) != len(names):
+            raise DataFormatError(f"{where}, column dose_value: {str(raw)!r} has {len(parts)} values for the "
+                                  f"{len(names)} targets of {label!r}; write doses as '1.0+0.5'")
+        try:
+            doses = [None if _missing(p) else float(p) for p in parts]
+        except ValueError:
+            raise DataFormatError(f"{where}, column dose_value: {raw!r} is not numeric; write doses as '1.0+0.5'"
+                                  ) from None
+    unit_raw = row.get(keys.DOSE_UNIT)
+    if _missing(unit_raw):
+        ptype = row.get("perturbation_type")
+        if _missing(ptype):
+            units = ["um"] * len(names)
+        else:
+            key = re.sub(r"[-_ ]", "", str(ptype).strip().lower())
+            if key not in PERTURBATION_TYPES:
+                raise DataFormatError(
+                    f"{where}, column perturbation_type: unknown type {str(ptype)!r}; accepted: "
+                    f"{sorted(PERTURBATION_TYPES)}; or give a dose_unit column (map one with "
+                    "[data_mapping] columns = {dose_unit = \"<your column>\"})")
+            units = [PERTURBATION_TYPES[key]] * len(names)
+    else:
+        units = [u.strip() for u in str(unit_raw).split(keys.COMBO_SEP)]
+        if len(units) not in (1, len(names)):
+            raise DataFormatError(f"{where}, column dose_unit: {unit_raw!r} does not match {len(names)} targets")
+        units = units * len(names) if len(units) == 1 else units
+    kept: list[tuple[str, float, str]] = []
+    for name, d, u in zip(names, doses, units, strict=True):
+        if keys.CONTROL == name or is_control_name(name):
+            continue
+        unit = (unit_map or {}).get(u, u).strip().lower()
+        if unit in CONCENTRATION_UNITS:
+            if d is None:
+                raise DataFormatError(f"{where}, column dose_value: missing concentration of {name!r}")
+            value, out_unit = d * CONCENTRATION_UNITS[unit], "uM"
+        elif unit in GENETIC_UNITS:
+            value, out_unit = _strength(GENETIC_UNITS[unit], d, name, u, where), "fraction"
+        else:
+            raise DataFormatError(f"{where}, column dose_unit: unknown unit {u!r}; {_unit_hint(u)}")
+        if not np.isfinite(value) or value < 0:
+            raise DataFormatError(f"{where}, column dose_value: dose {d!r} of {name!r} is negative or not finite")
+        if value > 0:  # a target at dose 0 (e.g. "DMSO" at 0) is no perturbation
+            kept.append((name, value, out_unit))
+    return (Perturbation(tuple(t for t, _, _ in kept), tuple(d for _, d, _ in kept)), [u for _, _, u in kept])
+
+
+def _strength(rule: str, d: float | None, name: str, unit: str, where: str) -> float:
+    """A genetic perturbation's value in ``unit`` as a strength in [0, 1] (``rule``: :data:`GENETIC_UNITS`)."""
+    if rule == "present":
+        return 1.0 if d is None or d > 0 else 0.0
+    if d is None:
+        raise DataFormatError(f"{where}, column dose_value: missing {unit} value of {name!r}")
+    if rule == "moi":
+        return float(-np.expm1(-d)) if d >= 0 else d
+    top = 100.0 if rule == "percent" else 1.0
+    if d > top:
+        raise DataFormatError(f"{where}, column dose_value: {unit} {d} of {name!r} is above {top:g}; a "
+                              f"{unit} is a strength in [0, {top:g}]")
+    return d / top
+
+
+def _meta(row: dict, path: Path, i: int, mod: str, unit_map: dict[str, str] | None = None) -> dict:
     where = f"{path}: row {i + 2}"
     time = row.get(keys.TIME)
     try:
@@ -211,29 +430,7 @@ def _meta(row: dict, path: Path, i: int, mod: str) -> dict:
         raise DataFormatError(f"{where}, column time: {time!r} is not a number of hours") from None
     if not np.isfinite(time) or time < 0:
         raise DataFormatError(f"{where}, column time: missing or negative time {time!r}; give hours >= 0")
-    label = row.get(keys.PERTURBATION)
-    if not isinstance(label, str) or not label.strip():
-        raise DataFormatError(f"{where}, column perturbation: missing label; use 'A', 'A+B' or 'control'")
-    try:
-        pert = Perturbation.parse(label, row.get(keys.DOSE_VALUE, "0"))
-    except ValueError as exc:
-        raise DataFormatError(f"{where}, column perturbation/dose_value: {exc}") from None
-    unit = str(row.get(keys.DOSE_UNIT) or ("uM" if pert.targets else ""))
-    units = unit.split("+") if pert.targets else []
-    if pert.targets and len(units) not in (1, len(pert.targets)):
-        raise DataFormatError(f"{where}, column dose_unit: {unit!r} does not match {len(pert.targets)} targets")
-    units = units * len(pert.targets) if len(units) == 1 else units
-    doses = []
-    for d, u in zip(pert.doses, units, strict=True):
-        if u not in DOSE_UNITS:
-            raise DataFormatError(f"{where}, column dose_unit: unknown unit {u!r}; accepted: {list(DOSE_UNITS)}")
-        if d < 0:
-            raise DataFormatError(f"{where}, column dose_value: negative dose {d}")
-        doses.append(d * DOSE_UNITS[u])
-    # A target at dose 0 (e.g. "DMSO" at 0) is no perturbation: it is dropped, so "DMSO@0" is a control.
-    kept = [(t, d, u) for t, d, u in zip(pert.targets, doses, units, strict=True) if d > 0]
-    pert = Perturbation(tuple(t for t, _, _ in kept), tuple(d for _, d, _ in kept))
-    units = ["fraction" if u == "fraction" else "uM" for _, _, u in kept]
+    pert, units = _perturbation(row, where, unit_map)
     cell_line = row.get(keys.CELL_LINE)
     if cell_line is None or (isinstance(cell_line, float) and np.isnan(cell_line)) or str(cell_line) == "":
         raise DataFormatError(f"{where}, column cell_line: missing cell line")

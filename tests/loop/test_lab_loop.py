@@ -1,5 +1,8 @@
 """Pool mode end to end: a screen exported by simulators.export, replayed through the lab adapter."""
 
+import anndata as ad
+import numpy as np
+import pandas as pd
 import pytest
 
 from experiment_design import keys
@@ -37,3 +40,31 @@ def test_pool_mode_runs_end_to_end_from_the_pool_only(screen, tmp_path, ray_sess
     assert held and not held & set(data.query_ids)  # the stress sets are held out of the pool
     assert {"ident_contraction", "ident_fisher_min", "ident_fisher_cond", "ident_heldout"} <= set(metrics.columns)
     assert metrics["spent"].iloc[-1] <= 30 + 1e-9 and (root / "checkpoints" / "finished.json").is_file()
+
+
+def _one_sample_atlas(path, cells: int = 12, genes: int = 30):
+    """A CRISPRi atlas subset as scPerturb writes it: one sample per condition, its cells the units."""
+    rng = np.random.default_rng(1)
+    labels = ["non-targeting", "KLF1", "GATA1", "CEBPA", "SPI1", "GATA1+KLF1", "CEBPA+SPI1"]
+    rows = [(lab, line) for line in ("K562", "RPE1") for lab in labels]
+    obs = pd.DataFrame([{"perturbation": lab, "perturbation_type": "CRISPRi", "cell_line": line, "time": 96.0}
+                        for lab, line in rows for _ in range(cells)])
+    effect = rng.normal(0, 0.5, (len(rows), genes))
+    X = rng.poisson(np.exp(1.0 + np.repeat(effect, cells, 0))).astype(np.float32)
+    ad.AnnData(X=X, obs=obs.set_axis([f"c{i}" for i in range(len(obs))]),
+               var=pd.DataFrame(index=[f"G{j}" for j in range(genes)])).write_h5ad(path)
+    return len(rows)
+
+
+def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_path, ray_session):
+    screen = tmp_path / "atlas.h5ad"
+    n_conditions = _one_sample_atlas(screen)
+    # The initial design takes a control per context, then a space-filling set from the same few conditions.
+    config = RunConfig(oracle="lab", data=str(screen), budget=14, batch_size=4, n_members=2, initial_size=12,
+                       initial_budget_fraction=0.9, heldout_per_axis=0, strategy="random", seed=2,
+                       model={"max_steps": 60, "warm_steps": 20})
+    metrics = Study.create(tmp_path / "run", config).run()
+    obs = Ledger(tmp_path / "run").load().modalities["rna"].obs
+    assert (obs.groupby(keys.SPECIMEN)[keys.ROUND].nunique() == 1).all()  # each sample handed out once
+    assert obs[keys.SPECIMEN].nunique() <= n_conditions and len(metrics) >= 1
+    assert set(obs[keys.PERTURBATION]) >= {"control", "GATA1+KLF1"}

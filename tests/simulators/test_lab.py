@@ -90,12 +90,17 @@ def test_combination_matrix_format(tmp_path):
     ("edit", "match"),
     [
         (lambda d: d.drop(columns=["hours"]), r"missing column\(s\) \['time'\]"),
-        (lambda d: d.assign(dose=["0", "x", "1", "1", "1+1", "1"]), r"row 3, column perturbation/dose_value: .*not numeric"),  # noqa: E501
+        (lambda d: d.assign(dose=["0", "x", "1", "1", "1+1", "1"]), r"row 3, column dose_value: 'x' is not numeric"),
         (lambda d: d.assign(drug=["control", "A", "A", "B", "A+", "B"]), r"row 6, .*empty target name"),
         (lambda d: d.assign(hours=[24.0, None, 24, 24, 24, 24]), r"row 3, column time"),
         (lambda d: d.assign(viability=[1.0, np.nan, 1, 1, 1, 1]), r"row 3, column viability"),
         (lambda d: d.assign(line=["HeLa", "", "HeLa", "HeLa", "HeLa", "HeLa"]), r"row 3, column cell_line"),
-        (lambda d: d.assign(dose_unit="pints"), r"unknown unit 'pints'"),
+        (lambda d: d.assign(dose_unit="pints"),
+         r"row 3, column dose_unit: unknown unit 'pints'.*\[data_mapping\] units"),
+        (lambda d: d.assign(dose=["0", "1", "1", "1", "1", "1"]),
+         r"row 6, column dose_value: '1' has 1 values for the 2"),
+        (lambda d: d.assign(dose_unit="knockdown"), r"row 4, column dose_value: knockdown 10.0 of 'A' is above 1"),
+        (lambda d: d.assign(dose_unit=None, perturbation_type="magic"), r"row 2, column perturbation_type: unknown"),
     ],
 )
 def test_malformed_tidy_files_name_row_and_column(tmp_path, edit, match):
