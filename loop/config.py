@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -86,8 +87,8 @@ class RunConfig:
         """Check values; raise ``ValueError`` with a one-line reason."""
         from acquisition.registry import STRATEGIES
 
-        if not self.budget > 0:
-            raise ValueError(f"--budget must be positive, got {self.budget}")
+        if not (self.budget > 0 and math.isfinite(self.budget)):
+            raise ValueError(f"--budget must be a positive, finite number of cost units, got {self.budget}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.n_members < 1:

@@ -98,9 +98,14 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[Path, int, int]]:
     args = ap.parse_args(argv)
     if args.n < 1 or args.replicates < 1:
         ap.error("--n and --replicates must be >= 1")
-    world = CellWorld(preset=args.world, seed=args.seed)
-    assays = [a.strip() for a in args.assays.split(",") if a.strip()]
-    queries = design_queries(world, args.design, args.n, assays, np.random.default_rng(args.seed + 1))
+    try:
+        world = CellWorld(preset=args.world, seed=args.seed)
+        assays = [a.strip() for a in args.assays.split(",") if a.strip()]
+        if not assays:
+            raise ValueError("--assays names no assay")
+        queries = design_queries(world, args.design, args.n, assays, np.random.default_rng(args.seed + 1))
+    except ValueError as exc:  # a bad setting: one line and exit 2, as argparse does
+        ap.error(str(exc))
     queries = [q.with_replicates(args.replicates) for q in queries]
     meta = {"world": args.world, "seed": args.seed, "design": args.design, "n": args.n, "assays": assays}
     written = export(world, queries, args.out, meta)

@@ -95,7 +95,9 @@ def test_failing_oracle_stops_cleanly_and_resumes(reference, tmp_path, ray_sessi
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--budget", "-5"], "--budget must be positive"),
+        (["--budget", "-5"], "--budget must be a positive, finite"),
+        (["--budget", "inf"], "--budget must be a positive, finite number of cost units, got inf"),
+        (["--budget", "nan"], "--budget must be a positive, finite"),
         (["--strategy", "psychic"], "unknown strategy 'psychic'"),
         (["--oracle", "lab", "--data", "nope.h5ad"], "--data nope.h5ad: no such file"),
         (["--oracle", "lab"], "--oracle lab needs --data"),

@@ -38,3 +38,11 @@ def test_export_runs_as_a_module(tmp_path):
     res = subprocess.run([sys.executable, "-m", "simulators.export", "--world", "small", "--design", "grid",
                           "--n", "5", "--out", str(out)], capture_output=True, text=True, check=True)
     assert "wrote" in res.stdout and out.exists()
+
+
+def test_bad_export_settings_are_one_line_not_a_traceback(tmp_path):
+    for argv, message in ((["--assays", "bogus"], "unknown assays ['bogus']"), (["--world", "huge"], "huge")):
+        res = subprocess.run([sys.executable, "-m", "simulators.export", "--world", "small", "--out",
+                              str(tmp_path / "s.h5ad"), *argv], capture_output=True, text=True)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+        assert not (tmp_path / "s.h5ad").exists()
