@@ -17,6 +17,7 @@ passes; then the round's ledger shard and status are written atomically.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -92,9 +93,11 @@ def ingest(run: str | Path, readout: str | Path, allow_missing: bool = False) ->
     layout = PlateLayout.from_table(read_table(lp).to_pandas(), round_index=r)
     from experiment_design import DesignSpace
 
-    space = DesignSpace.from_dict(read_json(run / "config.json")["space"])
+    config = read_json(run / "config.json")
+    space = DesignSpace.from_dict(config["space"])
     df = read_readout(path)
-    batch = to_batch(df, path, layout, space, known_features(ledger), allow_missing)
+    features = known_features(ledger) or {m: tuple(v) for m, v in config.get("features", {}).items()}
+    batch = to_batch(df, path, layout, space, features, allow_missing)
     out = ledger.append(r, batch)
     store.write_status(r, RoundStatus.MEASURED, measure_s=0.0, readout=str(path))
     return out
@@ -113,7 +116,7 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
         if col not in df.columns:
             raise ReadoutError(f"{path}: missing column {col!r}; a readout needs plate, well and feature columns")
     table = layout.table
-    wells = {(p, w): i for i, (p, w) in enumerate(zip(table[keys.PLATE], table[keys.WELL], strict=True))}
+    wells = {(p, well_key(w)): i for i, (p, w) in enumerate(zip(table[keys.PLATE], table[keys.WELL], strict=True))}
     plates = set(table[keys.PLATE])
     unplated = {q.query_id: q for q in layout.unplated}
     queries_by_row, meta_rows = [], []
@@ -128,9 +131,10 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
         else:
             if plate not in plates:
                 raise ReadoutError(f"{where}, column plate: unknown plate {plate!r}; plates: {sorted(plates)}")
-            if (plate, well) not in wells:
+            if (plate, well_key(well)) not in wells:
                 raise ReadoutError(f"{where}, column well: unknown well {well!r} on plate {plate}")
-            lrow = table.iloc[wells[(plate, well)]]
+            lrow = table.iloc[wells[(plate, well_key(well))]]
+            well = str(lrow[keys.WELL])  # the layout's spelling (A01), however the reader wrote it (A1, a01)
             if lrow["role"] == EMPTY:
                 raise ReadoutError(f"{where}: well {plate}/{well} is empty in the layout; it holds no specimen")
             q, rep, pw = row_query(lrow), int(lrow[keys.REPLICATE]), (plate, well)
@@ -141,6 +145,12 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
     feats = [c for c in df.columns if c not in NON_FEATURES]
     if not feats:
         raise ReadoutError(f"{path}: no feature columns; add one numeric column per feature")
+    if features_of:
+        known = {c for cols in features_of.values() for c in cols}
+        stray = [c for c in feats if c not in known and df[c].notna().any()]
+        if stray:
+            raise ReadoutError(f"{path}: column(s) {stray[:5]} are not features of this run (its modalities: "
+                               f"{ {m: len(v) for m, v in features_of.items()} } features); remove or rename them")
     units = df[keys.UNIT] if keys.UNIT in df.columns else None
     seen: set = set()
     groups: dict[str, list] = {}
@@ -233,7 +243,17 @@ def _numbers(block: pd.DataFrame, path: Path, idx: list[int], mod: str) -> np.nd
         i, j = np.argwhere(X < 0)[0]
         raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: negative count {X[i, j]:g}; "
                            f"{mod} counts must be >= 0")
+    if mod in COUNT_MODALITIES and (X != np.round(X)).any():
+        i, j = np.argwhere(X != np.round(X))[0]
+        raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {X[i, j]:g} is not a whole count; "
+                           f"{mod} is scored with a count likelihood (give raw counts, not normalised values)")
     return X
+
+
+def well_key(well: object) -> str:
+    """A well name in one spelling: ``A1``, ``A01`` and ``a01`` are all ``A01``; other names unchanged."""
+    m = re.fullmatch(r"\s*([A-Za-z]{1,2})0*(\d{1,3})\s*", str(well))
+    return f"{m.group(1).upper()}{int(m.group(2)):02d}" if m else str(well).strip()
 
 
 def _check_meta(row: dict, q: object, space: object, where: str) -> None:

@@ -112,15 +112,20 @@ class Study:
         self._end_reason = ""
         self.truth = None
         self._lab: LabAdapter | None = None
+        self.features: dict[str, list[str]] = {}  # feature names per modality, where known (readouts must match)
         if config.oracle == "lab":
             self._oracle_factory = oracle_factory or LabFactory(config.data, config.data_mapping)
             self._lab = LabFactory(config.data, config.data_mapping)()
+            self.features = {m: list(d.var_names) for m, d in self._lab.batch.modalities.items()}
             base_space = self._lab.space
         elif config.oracle == "plates" and config.data:
-            base_space = dataclasses.replace(LabFactory(config.data, config.data_mapping)().space, pool=())
+            earlier = LabFactory(config.data, config.data_mapping)()
+            self.features = {m: list(d.var_names) for m, d in earlier.batch.modalities.items()}
+            base_space = dataclasses.replace(earlier.space, pool=())
         else:
             sim = SimulatorFactory(config.world, config.seed, tuple(sorted(config.world_overrides.items())))
             world = sim()
+            self.features = {m: list(v) for m, v in world.var_names.items()}
             self._oracle_factory = oracle_factory or sim
             self.truth = world.truth
             base_space = world.space
@@ -152,7 +157,8 @@ class Study:
         if bad and not study.space.pool:
             raise ValueError(f"initial_controls_h {bad} lie outside the time range [{lo}, {hi}] h")
         write_json(root / "config.json", {
-            "config": config.to_dict(), "space": study.space.to_dict(), "versions": versions(),
+            "config": config.to_dict(), "space": study.space.to_dict(), "features": study.features,
+            "versions": versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         return study

@@ -139,6 +139,9 @@ def _bad_cases(table: pd.DataFrame, layout: PlateLayout):
         "missing wells": (table.iloc[: len(table) // 2], "readout\\(s\\) of the layout are missing"),
         "anchor missing a modality": _drop_anchor_modality(table, layout),
         "bad replicate unit": (_set(table, r, "unit", -1), "not a non-negative integer"),
+        "fractional count": (_set(table, rna_row, _rna_col(table), 2.5), "2.5 is not a whole count"),
+        "extra numeric column": (table.assign(viability=0.5), r"column\(s\) \['viability'\] are not features"),
+        "feature column missing": (table.drop(columns=[_rna_col(table)]), "lacks feature column"),
     }
 
 
@@ -174,3 +177,16 @@ def test_relayout_replaces_the_round_folder(run):
     after = sorted(p.name for p in (run / "plates" / "round-0000").iterdir())
     assert after == ["layout.parquet", "plate-01.csv", "plate-01.png", "plate-01.toml"] != before
     assert not [p for p in (run / "plates").iterdir() if p.name.startswith(".")]
+
+
+def test_well_names_with_or_without_zero_padding(run, direct):
+    batch, table, _ = direct
+    unpadded = table.assign(well=table["well"].str.replace(r"^([A-P])0(\d)$", r"\1\2", regex=True).str.lower())
+    assert (unpadded["well"] != table["well"]).any()
+    path = run / "readout.csv"
+    unpadded.to_csv(path, index=False)
+    ingest(run, path)
+    got = Ledger(run).read_round(0)
+    for mod, m in batch.modalities.items():
+        np.testing.assert_array_equal(got.modalities[mod].X, m.X)
+        assert got.modalities[mod].obs["well"].tolist() == m.obs["well"].tolist()  # stored as the layout spells them
