@@ -190,3 +190,20 @@ def test_well_names_with_or_without_zero_padding(run, direct):
     for mod, m in batch.modalities.items():
         np.testing.assert_array_equal(got.modalities[mod].X, m.X)
         assert got.modalities[mod].obs["well"].tolist() == m.obs["well"].tolist()  # stored as the layout spells them
+
+
+def test_simulate_readout_command_writes_what_ingest_accepts(run, direct, capsys):
+    from loop.simulate_readout import main as simulate_main
+
+    batch, _, _ = direct
+    out = run.parent / "dry-run.csv"
+    assert simulate_main(["--run", str(run), "--out", str(out)]) == 0
+    assert f"ingest it with: python -m loop.ingest --run {run}" in capsys.readouterr().out
+    ingest(run, out)
+    got = Ledger(run).read_round(0)
+    for mod, m in batch.modalities.items():  # the run's own world, plate positions included
+        np.testing.assert_array_equal(got.modalities[mod].X, m.X)
+    assert simulate_main(["--run", str(run), "--out", str(out)]) == 2  # nothing pending any more
+    assert "no proposed round waits for plates (round 0 is measured)" in capsys.readouterr().err
+    assert simulate_main(["--run", str(run), "--out", str(run.parent / "x.txt")]) == 2
+    assert ".csv or .parquet" in capsys.readouterr().err
