@@ -114,8 +114,9 @@ class Study:
         self._lab: LabAdapter | None = None
         self.features: dict[str, list[str]] = {}  # feature names per modality, where known (readouts must match)
         if config.oracle == "lab":
-            self._oracle_factory = oracle_factory or LabFactory(config.data, config.data_mapping)
-            self._lab = LabFactory(config.data, config.data_mapping)()
+            data = LabFactory(config.data, config.data_mapping)
+            self._oracle_factory = oracle_factory or data
+            self._lab = data()
             self.features = {m: list(d.var_names) for m, d in self._lab.batch.modalities.items()}
             base_space = self._lab.space
         elif config.oracle == "plates" and config.data:
@@ -299,6 +300,7 @@ class Study:
         t0 = time.perf_counter()
         left = self.config.budget - self.spent(r - 1)
         rng = round_rng(self.config.seed, r)
+        used = self._used_specimens(r - 1) if self._lab is not None else set()  # pool mode: what is handed out
         if r == 0:
             queries = self._initial_design(min(left, self.config.initial_budget_fraction * self.config.budget), rng)
         else:
@@ -306,7 +308,7 @@ class Study:
                 self._end_reason = "budget spent"
                 return False
             ledger = self.ledger.load(upto=r - 1)
-            space = self._open_space(r)
+            space = self._open_space(used)
             if self._lab is not None and not space.pool:
                 self._end_reason = "every stored specimen measured"
                 return False
@@ -314,7 +316,7 @@ class Study:
         if self.heldout is not None:
             queries = [q for q in queries if not self.heldout.blocked(q)]
         if self._lab is not None:
-            queries = self._within_stock(queries, r)
+            queries = self._within_stock(queries, used)
         for q in queries:
             self.space.validate(q)
         if not queries and r == 0:
@@ -332,9 +334,8 @@ class Study:
         faults.checkpoint(r, "proposed")
         return True
 
-    def _within_stock(self, queries: list[Query], r: int) -> list[Query]:
+    def _within_stock(self, queries: list[Query], used: set[str]) -> list[Query]:
         """Pool mode: each condition asked for at most the specimens it has left (one-sample data, repeats)."""
-        used = self._used_specimens(r - 1)
         left: dict[str, int] = {}
         out = []
         for q in queries:
@@ -356,11 +357,10 @@ class Study:
             used.update(s for m in self.ledger.read_round(r).modalities.values() for s in m.obs[keys.SPECIMEN])
         return used
 
-    def _open_space(self, r: int) -> DesignSpace:
-        """The space to propose from: for lab data, the pool less conditions with no specimen left."""
+    def _open_space(self, used: set[str]) -> DesignSpace:
+        """The space to propose from: for lab data, the pool less conditions whose specimens are all ``used``."""
         if self._lab is None:
             return self.space
-        used = self._used_specimens(r - 1)
         left = [q for q in self.space.pool if any(s not in used for s in self._lab.specimens(q.query_id))]
         return dataclasses.replace(self.space, pool=tuple(left))
 

@@ -192,7 +192,7 @@ def information_factors(net: torch.nn.Module, f, modalities: list[tuple[str, ...
         for i, m in enumerate(mods):
             for g in dict.fromkeys(lag[name] for name in m if name in lag):
                 need.setdefault(g, []).append(i)
-        jac = {}  # lag → (rows, (len(rows), K, width) Jacobian, position of each chunk row in rows)
+        jac = {}  # lag → ((len(rows), K, width) Jacobian of the rows needing it, each chunk row's position in it)
         for g, rows in need.items():
             name = next(n for n, v in lag.items() if v == g)
             rows_t = torch.tensor(rows)

@@ -130,10 +130,7 @@ def read_measurements(path: str | Path, mapping: dict[str, str] | None = None,
     if path.stat().st_size == 0:
         raise DataFormatError(f"{path}: file is empty")
     suffix = path.suffix.lower()
-    if units:
-        bad = {k: v for k, v in units.items() if str(v).strip().lower() not in DOSE_UNITS}
-        if bad:
-            raise DataFormatError(f"data_mapping units {bad}: map to one of {list(DOSE_UNITS)}")
+    _check_unit_map(units)
     if suffix == ".h5ad":
         return _read_h5ad(path, units)
     if suffix in (".csv", ".parquet"):
@@ -165,14 +162,19 @@ def read_options(data_mapping: dict | None) -> dict:
     for key, kind in known.items():
         if key in d and not isinstance(d[key], kind):
             raise ValueError(f"data_mapping.{key} must be a {kind.__name__}, got {d[key]!r}")
-    bad = {k: v for k, v in d.get("units", {}).items() if str(v).strip().lower() not in DOSE_UNITS}
-    if bad:
-        raise ValueError(f"data_mapping.units {bad}: map each to one of {list(DOSE_UNITS)}")
+    _check_unit_map(d.get("units"))
     out = {"mapping": d.get("columns") or None, "units": d.get("units") or None,
            "features": [str(f) for f in d["features"]] if d.get("features") else None}
     if "modality" in d:
         out["modality"] = d["modality"]
     return out
+
+
+def _check_unit_map(units: dict[str, str] | None) -> None:
+    """Every target of a ``units`` mapping must be a unit cslab reads (:data:`DOSE_UNITS`)."""
+    bad = {k: v for k, v in (units or {}).items() if str(v).strip().lower() not in DOSE_UNITS}
+    if bad:
+        raise DataFormatError(f"data_mapping units {bad}: map each to one of {list(DOSE_UNITS)}")
 
 
 def _read_table(path: Path) -> pd.DataFrame:
