@@ -22,6 +22,8 @@ settings; 130 interrupted (rerun the command to resume).
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 import time
 import traceback
@@ -33,9 +35,15 @@ import numpy as np
 import pandas as pd
 
 from loop.config import IDENTITY_KEYS, RunConfig
+from loop.remote import WorkingCopy, display, join, working_copy
 from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame, scored_results
 from loop.stats import REFERENCE, headline, headline_frame
 from loop.storage import read_json, write_bytes, write_json, write_table
+
+#: Per run: every attempt at it (``node``, ``host``, ``pid``, ``started``); a retried run has several.
+ATTEMPTS_FILE = "attempts.json"
+#: Ray retries a run whose worker or node died this often (it resumes from its last finished step).
+RUN_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,15 @@ class RunSpec:
     """One strategy × seed run of a comparison.
 
     Attributes:
-        root: Its run folder, ``DIR/runs/<strategy>-seed<k>``.
+        root: Its run folder, ``DIR/runs/<strategy>-seed<k>`` (on shared storage: the driver's copy).
         config: Its :class:`RunConfig` as a dict (picklable for Ray).
+        location: Where the run lives when the study is on shared storage
+            (``s3://bucket/study/runs/<strategy>-seed<k>``); None when ``root`` is it.
     """
 
     root: Path
     config: dict
+    location: str | None = None
 
     @property
     def name(self) -> str:
@@ -56,25 +67,32 @@ class RunSpec:
         return self.root.name
 
 
-def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig) -> list[RunSpec]:
-    """The runs of a comparison, checking any existing run folder against them.
-
-    Args:
-        out: Study folder.
-        strategies: Strategy names.
-        seeds: Number of seeds (0 .. seeds-1).
-        base: Settings shared by every run (strategy and seed are overridden).
-
-    Raises:
-        ValueError: No strategies, fewer than one seed, a repeated strategy, or
-            an existing run folder made with different settings.
-    """
+def check_arguments(strategies: list[str], seeds: int) -> None:
+    """Raise ValueError for no strategies, a repeated one, or fewer than one seed."""
     if not strategies:
         raise ValueError("--strategies is empty; give a comma-separated list, e.g. random,eig")
     if len(set(strategies)) != len(strategies):
         raise ValueError(f"--strategies repeats a name: {','.join(strategies)}")
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
+
+
+def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig,
+         location: str | None = None) -> list[RunSpec]:
+    """The runs of a comparison, checking any existing run folder against them.
+
+    Args:
+        out: Study folder (the driver's copy when the study is on shared storage).
+        strategies: Strategy names.
+        seeds: Number of seeds (0 .. seeds-1).
+        base: Settings shared by every run (strategy and seed are overridden).
+        location: The study's storage URI, when it has one (:mod:`loop.remote`).
+
+    Raises:
+        ValueError: No strategies, fewer than one seed, a repeated strategy, or
+            an existing run folder made with different settings.
+    """
+    check_arguments(strategies, seeds)
     specs = []
     for s in strategies:
         for k in range(seeds):
@@ -87,7 +105,7 @@ def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig) ->
                     raise ValueError(f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "
                                      f"{', '.join(f'{b}={cfg[b]!r}' for b in bad)}; use another --out or the same "
                                      "settings")
-            specs.append(RunSpec(root, cfg))
+            specs.append(RunSpec(root, cfg, str(join(location, "runs", root.name)) if location else None))
     return specs
 
 
@@ -128,16 +146,35 @@ def run_one(spec: RunSpec, prepare: Callable[[object], None] | None = None) -> d
     from loop.study import Study  # imported here: it needs the model and strategy packages
 
     torch.set_num_threads(1)
-    if (spec.root / "config.json").is_file():
-        study = Study.open(spec.root, expect=spec.config, local_oracle=True, fit_map=map)
-    else:
-        study = Study.create(spec.root, RunConfig.from_dict(spec.config), local_oracle=True, fit_map=map)
-    if prepare is not None:
-        prepare(study)
-    metrics = study.run()
+    with working_copy(spec.location or spec.root) as copy:
+        kwargs = {"local_oracle": True, "fit_map": map, "save": copy.save}
+        if (copy.folder / "config.json").is_file():
+            study = Study.open(copy.folder, expect=spec.config, **kwargs)
+        else:
+            study = Study.create(copy.folder, RunConfig.from_dict(spec.config), **kwargs)
+        _note_attempt(copy.folder)
+        if prepare is not None:
+            prepare(study)
+        metrics = study.run()
     last = metrics.iloc[-1] if len(metrics) else None
-    return {"run": spec.name, "rounds": len(metrics),
+    return {"run": spec.name, "rounds": len(metrics), "node": _node(),
             "identifiability": float(last["identifiability"]) if last is not None else float("nan")}
+
+
+def _node() -> str:
+    """The Ray node this process runs on (its host name outside Ray)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else socket.gethostname()
+
+
+def _note_attempt(folder: Path) -> None:
+    """Append this attempt (node, host, time) to the run's ``attempts.json``: where it ran, and how often."""
+    path = folder / ATTEMPTS_FILE
+    attempts = read_json(path) if path.is_file() else []
+    attempts.append({"node": _node(), "host": socket.gethostname(), "pid": os.getpid(),
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(path, attempts)
 
 
 def _guarded(runner: Callable[[RunSpec], dict], spec: RunSpec) -> dict:
@@ -193,12 +230,20 @@ def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, u
 
     started = init_ray(address, workers)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_guarded)
+        # A run's own errors come back as a "failed" outcome (_guarded); Ray retries only a run whose
+        # worker or node died, and the retry resumes the run from its last finished step.
+        task = ray.remote(num_cpus=1, max_retries=RUN_RETRIES)(_guarded)
         by_ref = {task.remote(runner, spec): spec for spec in todo}
         pending = list(by_ref)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            done(ray.get(ready[0]), by_ref[ready[0]])
+            spec = by_ref[ready[0]]
+            try:
+                outcome = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # lost RUN_RETRIES + 1 times: report it, keep the others
+                outcome = {"run": spec.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                           "wall_s": float("nan")}
+            done(outcome, spec)
     finally:
         if started:
             ray.shutdown()
@@ -255,17 +300,30 @@ def main(argv: list[str] | None = None) -> int:
         flags = {"budget": args.budget, "world": args.world, "batch_size": args.batch_size}
         settings.update({k: v for k, v in flags.items() if v is not None})  # flags win over --config
         base = RunConfig.from_dict(settings)
-        specs = plan(args.out, [s.strip() for s in args.strategies.split(",") if s.strip()], args.seeds, base)
-        for spec in specs:
-            RunConfig.from_dict(spec.config).validate()
-    except ValueError as exc:
+        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+        check_arguments(strategies, args.seeds)  # before any storage is touched
+        with working_copy(args.out, read_only=("runs/",)) as copy:
+            return _study(args, copy, strategies, base)
+    except (ValueError, OSError) as exc:  # bad arguments or settings; unreachable or refused storage
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _study(args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], base: RunConfig) -> int:
+    """Run the comparison in the study folder ``copy`` stands for; returns the exit code."""
+    specs = plan(copy.folder, strategies, args.seeds, base, location=args.out if copy.remote else None)
+    for spec in specs:
+        RunConfig.from_dict(spec.config).validate()
+    if args.address and not copy.remote:
+        print(f"note: each run writes {args.out}/runs/... on the node that runs it; on a cluster without a shared "
+              "filesystem give --out a storage URI (s3://bucket/study, gs://...) so the driver sees every run",
+              file=sys.stderr)
     t0, n = time.perf_counter(), len(specs)
     seen = []
 
     def progress(o: dict) -> None:
         seen.append(o)
+        copy.save()  # status.json
         if args.quiet:
             return
         extra = {"finished": f"{o.get('rounds', '?')} rounds, identifiability {o.get('identifiability', np.nan):.3f}",
@@ -275,19 +333,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcomes = execute(specs, workers=args.workers, address=args.address, on_done=progress)
     except KeyboardInterrupt:
-        print(f"interrupted; rerun the same command to resume ({args.out})", file=sys.stderr)
+        print(f"interrupted; rerun the same command to resume ({display(args.out)})", file=sys.stderr)
         return 130
     failed = [o for o in outcomes if o["status"] == "failed"]
     for o in failed:
         print(f"run {o['run']} failed:\n{o.get('traceback', o['error'])}", file=sys.stderr)
+    copy.refresh()  # what the runs wrote to the storage
     try:
-        summary = summarise(args.out)
-        path = render(args.out, recovery=None if args.no_recovery else _default_recovery())
+        summary = summarise(copy.folder)
+        render(copy.folder, recovery=None if args.no_recovery else _default_recovery())
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {str(exc).replace(str(copy.folder), display(args.out))}", file=sys.stderr)
         return 1
     print(summary.to_string(index=False))
-    print(f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; report: {path}")
+    print(f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; "
+          f"report: {display(join(args.out, 'report.html'))}")
     return 1 if failed else 0
 
 

@@ -23,6 +23,10 @@ class OracleFailed(RuntimeError):
 def init_ray(address: str | None = None, workers: int | None = None) -> bool:
     """Start a local Ray instance (dashboard off, logs quiet) or join ``address``.
 
+    Without ``address`` the instance is always a new local one (``address="local"``), even
+    while a cluster started with ``ray start`` runs on this machine: plain ``ray.init()``
+    would join that cluster instead. ``RAY_ADDRESS`` in the environment counts as ``address``.
+
     Returns:
         True if this call started Ray (the caller then shuts it down).
     """
@@ -33,10 +37,11 @@ def init_ray(address: str | None = None, workers: int | None = None) -> bool:
         include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
         runtime_env={"env_vars": dict(THREAD_ENV)},
     )
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
+        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, **kwargs)
     return True
 
 

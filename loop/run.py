@@ -13,11 +13,13 @@ import argparse
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from loop.config import RunConfig, SettingError
 from loop.distributed import OracleFailed
 from loop.progress import RunProgress
+from loop.remote import display, working_copy
 from loop.storage import RunFolderError, write_json
 from loop.study import AwaitingReadout, Study
 from simulators.lab_formats import DataFormatError
@@ -38,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", default=None,
                    help=f"sim (simulator), lab (measured data, pool mode) or plates (prospective) ({DEFAULTS.oracle})")
     p.add_argument("--data", default=None, help="lab data file for --oracle lab (.h5ad, .csv, .parquet)")
-    p.add_argument("--out", default=None, help="run folder (default runs/<strategy>-seed<N>-<time>)")
-    p.add_argument("--resume", default=None, metavar="DIR",
+    p.add_argument("--out", default=None, help="run folder: a path or a storage URI such as s3://bucket/run "
+                   "(default runs/<strategy>-seed<N>-<time>)")
+    p.add_argument("--resume", default=None, metavar="DIR|URI",
                    help="continue the run in DIR (its stored settings; --address and --workers may change)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
     p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
@@ -59,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
     return RunConfig.from_dict(settings), {**RunConfig.from_file(args.config), **explicit} if args.config else explicit
 
 
-def summary_line(root: Path, metrics: object, wall_s: float) -> str:
+def summary_line(root: str | Path, metrics: object, wall_s: float) -> str:
     """The final one-line summary."""
     if len(metrics) == 0:
         return f"run {root}: no rounds finished"
@@ -75,49 +78,66 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         config, explicit = config_from_args(args)
+        if not args.resume:
+            config.validate()
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    location = args.resume or args.out or str(
+        Path("runs") / f"{config.strategy}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        with working_copy(location) as copy:
+            return _run(args, config, explicit, location, copy.folder, copy.save, t0)
+    except (RunFolderError, OSError) as exc:  # the storage itself: unreachable, refused, not a folder
+        print(f"error: {display(location)}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, config: RunConfig, explicit: dict, location: str, folder: Path,
+         save: Callable[[], object], t0: float) -> int:
+    """Open or create the run in ``folder`` (the local copy of ``location``) and run it."""
+    where = display(location)
+    try:
         if args.resume:
             if explicit.get("data"):
                 explicit["data"] = str(Path(explicit["data"]).resolve())  # stored absolute
-            study = Study.open(args.resume, expect=explicit)
+            study = Study.open(folder, expect=explicit, save=save)
             # Where it runs may change between sessions; what it computes may not (Study.open checks that).
             study.config.address = args.address or study.config.address
             study.config.workers = args.workers or study.config.workers
         else:
-            config.validate()
-            out = Path(args.out) if args.out else Path("runs") / (
-                f"{config.strategy}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-            study = Study.create(out, config)
+            study = Study.create(folder, config, save=save)
     except (ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {str(exc).replace(str(folder), where)}", file=sys.stderr)
         return 2
-    print(f"run folder: {study.root}", flush=True)
+    print(f"run folder: {where}", flush=True)
     study.store.failed_path.unlink(missing_ok=True)
     try:
         with RunProgress(study.config.budget, quiet=args.quiet) as progress:
             metrics = study.run(on_round=progress.round, on_stage=progress.stage)
     except AwaitingReadout as exc:
         r = exc.args[0]
-        print(f"round {r} is proposed and waits for the lab: python -m loop.propose --run {study.root} --plate 96, "
-              f"run the plates, python -m loop.ingest --run {study.root} READOUT.csv, then "
-              f"python -m loop.run --resume {study.root}")
+        print(f"round {r} is proposed and waits for the lab: python -m loop.propose --run {where} --plate 96, "
+              f"run the plates, python -m loop.ingest --run {where} READOUT.csv, then "
+              f"python -m loop.run --resume {where}")
         return 0
     except (RunFolderError, SettingError, DataFormatError) as exc:  # a bad file or setting met during the run
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OracleFailed as exc:
         print(f"error: {exc}. Everything measured so far is kept; resume with: "
-              f"python -m loop.run --resume {study.root}", file=sys.stderr)
+              f"python -m loop.run --resume {where}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"interrupted; resume with: python -m loop.run --resume {study.root}", file=sys.stderr)
+        print(f"interrupted; resume with: python -m loop.run --resume {where}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - an internal error: reported as one, with the way back
         tb = traceback.format_exc()
         write_json(study.store.failed_path, {"error": f"{type(exc).__name__}: {exc}", "traceback": tb,
                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         print(f"{tb}internal error: {type(exc).__name__}: {exc}\nThis is a bug in cslab (or in a plugged-in model or "
-              f"strategy), not in your settings. Everything measured so far is kept in {study.root}; after a fix, "
-              f"resume with: python -m loop.run --resume {study.root}", file=sys.stderr)
+              f"strategy), not in your settings. Everything measured so far is kept in {where}; after a fix, "
+              f"resume with: python -m loop.run --resume {where}", file=sys.stderr)
         return EXIT_INTERNAL
     if not args.no_report:
         from loop.report import render
@@ -126,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             render(study.root)
         except Exception as exc:  # noqa: BLE001 - the run itself is complete; a report failure must not hide it
             print(f"warning: report.html not written ({type(exc).__name__}: {exc}); "
-                  f"retry with python -m loop.report {study.root}", file=sys.stderr)
-    print(summary_line(study.root, metrics, time.perf_counter() - t0))
+                  f"retry with python -m loop.report {where}", file=sys.stderr)
+    print(summary_line(where, metrics, time.perf_counter() - t0))
     return 0
 
 

@@ -97,11 +97,15 @@ class Study:
         fit_map: ``map``-like callable running the member fits (default: Ray tasks). A run that is
             itself one of many parallel Ray tasks (``loop.compare``) passes ``map``: its fits then run
             in its own process, and never wait behind the other runs for a CPU. Results are the same.
+        save: Called after each finished step (and once the run folder is created): a run folder
+            on shared storage uploads its local copy (:func:`loop.remote.working_copy`).
     """
 
     def __init__(self, root: Path, config: RunConfig, oracle_factory: Callable | None = None,
-                 local_oracle: bool = False, oracle_backoff_s: float = 0.5, fit_map: Callable | None = None) -> None:
+                 local_oracle: bool = False, oracle_backoff_s: float = 0.5, fit_map: Callable | None = None,
+                 save: Callable[[], object] | None = None) -> None:
         self.root, self.config = Path(root), config
+        self._save = save or (lambda: None)
         self._fit_map = fit_map
         self.store, self.ledger = RoundStore(root), Ledger(root)
         self._oracle_factory = oracle_factory
@@ -162,6 +166,7 @@ class Study:
             "versions": versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+        study._save()
         return study
 
     @classmethod
@@ -238,20 +243,26 @@ class Study:
         """
         try:
             self._measure_heldout()
+            self._save()
             r = self._resume_point()
             while r < MAX_ROUNDS:
                 rec = self.store.read_status(r)
                 if rec is None and not self._propose(r, on_stage):
                     write_json(self.store.finished_path, {"rounds": r, "spent": self.spent(r - 1),
                                                           "reason": self._end_reason})
+                    self._save()
                     break
+                self._save()
                 rec = self.store.read_status(r)
                 if rec["status"] < S.MEASURED:
                     self._measure(r, on_stage)
+                    self._save()
                 if self.store.read_status(r)["status"] < S.FITTED:
                     self._fit(r, on_stage)
+                    self._save()
                 if self.store.read_status(r)["status"] < S.SCORED:
                     row = self._score(r, on_stage)
+                    self._save()
                     if on_round:
                         on_round(row)
                 r += 1

@@ -160,6 +160,38 @@ def test_kill_9_then_resume_from_the_command_line(reference, tmp_path):
     _assert_same_run(reference, root)
 
 
+def test_killed_run_on_s3_resumes_from_the_storage(reference, tmp_path, s3_uri):
+    """``--out s3://...``: SIGKILL after a step is written locally but before it is uploaded, then
+    ``--resume`` from the storage alone (a fresh local copy): the same run as uninterrupted."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from loop.remote import RemoteFolder
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**FAST, "strategy": "uncertainty", "seed": 2}))
+    uri = s3_uri("runs/uncertainty-seed2")
+    env = {**os.environ, faults.ENV: "1:fitted", faults.MODE_ENV: "kill"}
+    cmd = [sys.executable, "-m", "loop.run", "--quiet", "--no-report"]
+    killed = subprocess.run([*cmd, "--config", str(cfg), "--out", uri], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    seen = tmp_path / "seen"
+    RemoteFolder(uri, seen).pull()
+    assert RoundStore(seen).read_status(1)["status"] is RoundStatus.MEASURED, "the fitted step never got uploaded"
+    assert not (seen / "checkpoints" / "model-0001.pt").exists()
+    env = {k: v for k, v in os.environ.items() if k not in (faults.ENV, faults.MODE_ENV)}
+    resumed = subprocess.run([*cmd, "--resume", uri], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.splitlines()[-1].startswith(f"run s3://{uri[5:].split('?')[0]}: ")
+    final = tmp_path / "final"
+    RemoteFolder(uri, final).pull()
+    _assert_same_run(reference, final)
+
+
 def test_truncated_shard_on_resume_exits_2_naming_the_file(reference, tmp_path, capsys):
     import shutil
 
