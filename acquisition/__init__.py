@@ -1,17 +1,5 @@
-"""Acquisition strategies; importing the package registers every strategy by name."""
+"""Acquisition strategies; every module of the package is registered on first look-up (:mod:`acquisition.registry`)."""
 
-from acquisition import (  # noqa: F401 - imported to register
-    cost_aware,
-    disagreement,
-    discovery,
-    dose_grid,
-    eig,
-    fisher,
-    nipv,
-    random_design,
-    sobol,
-    uncertainty,
-)
 from acquisition.base import Strategy
 from acquisition.registry import STRATEGIES, get, register
 

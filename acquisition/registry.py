@@ -2,6 +2,6 @@
 
 from experiment_design.registry import Registry
 
-STRATEGIES = Registry("strategy")
+STRATEGIES = Registry("strategy", package="acquisition")
 register = STRATEGIES.register
 get = STRATEGIES.get

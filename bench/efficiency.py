@@ -64,7 +64,7 @@ REFERENCES = ("random", "dose_grid")
 METRICS = {"identifiability": "identifiability", "risk": "neg_risk"}  # name -> column where higher is better
 TARGET, AIM = 0.5, 1 / 3
 #: ``--quick`` run settings on top of world and budget: the code path in seconds, not the figure.
-QUICK = {"n_members": 2, "heldout_per_axis": 2, "model": {"max_steps": 40, "warm_steps": 20}}
+QUICK = {"n_members": 2, "heldout_per_axis": 2, "model_options": {"max_steps": 40, "warm_steps": 20}}
 
 
 def ceiling_folder(study: Path) -> Path:

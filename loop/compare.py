@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from loop.config import IDENTITY_KEYS, RunConfig
+from loop.config import IDENTITY_KEYS, RunConfig, normalise
 from loop.remote import WorkingCopy, display, join, working_copy
 from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame, scored_results
-from loop.stats import REFERENCE, headline, headline_frame
+from loop.stats import REFERENCE, headline, headline_frame, model_ranking
 from loop.storage import read_json, write_bytes, write_json, write_table
 
 #: Per run: every attempt at it (``node``, ``host``, ``pid``, ``started``); a retried run has several.
@@ -67,18 +67,21 @@ class RunSpec:
         return self.root.name
 
 
-def check_arguments(strategies: list[str], seeds: int) -> None:
-    """Raise ValueError for no strategies, a repeated one, or fewer than one seed."""
+def check_arguments(strategies: list[str], seeds: int, models: list[str] | None = None) -> None:
+    """Raise ValueError for no strategies (or models), a repeated one, or fewer than one seed."""
     if not strategies:
         raise ValueError("--strategies is empty; give a comma-separated list, e.g. random,eig")
-    if len(set(strategies)) != len(strategies):
-        raise ValueError(f"--strategies repeats a name: {','.join(strategies)}")
+    for flag, names in (("--strategies", strategies), ("--models", models or [])):
+        if len(set(names)) != len(names):
+            raise ValueError(f"{flag} repeats a name: {','.join(names)}")
+    if models is not None and not models:
+        raise ValueError("--models is empty; give a comma-separated list, e.g. csl,additive,linear")
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
 
 
 def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig,
-         location: str | None = None) -> list[RunSpec]:
+         location: str | None = None, models: list[str] | None = None) -> list[RunSpec]:
     """The runs of a comparison, checking any existing run folder against them.
 
     Args:
@@ -87,25 +90,28 @@ def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig,
         seeds: Number of seeds (0 .. seeds-1).
         base: Settings shared by every run (strategy and seed are overridden).
         location: The study's storage URI, when it has one (:mod:`loop.remote`).
+        models: Model names, each run with every strategy (folders ``<model>-<strategy>-seed<k>``);
+            None: the base settings' model only (folders ``<strategy>-seed<k>``).
 
     Raises:
-        ValueError: No strategies, fewer than one seed, a repeated strategy, or
+        ValueError: No strategies, fewer than one seed, a repeated strategy or model, or
             an existing run folder made with different settings.
     """
-    check_arguments(strategies, seeds)
+    check_arguments(strategies, seeds, models)
     specs = []
-    for s in strategies:
-        for k in range(seeds):
-            cfg = RunConfig.from_dict({**base.to_dict(), "strategy": s, "seed": k}).to_dict()
-            root = Path(out) / "runs" / f"{s}-seed{k}"
-            if (root / "config.json").is_file():
-                stored = {**RunConfig().to_dict(), **read_json(root / "config.json").get("config", {})}
-                bad = [key for key in IDENTITY_KEYS if stored.get(key) != cfg[key]]
-                if bad:
-                    raise ValueError(f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "
-                                     f"{', '.join(f'{b}={cfg[b]!r}' for b in bad)}; use another --out or the same "
-                                     "settings")
-            specs.append(RunSpec(root, cfg, str(join(location, "runs", root.name)) if location else None))
+    for m, s, k in ((m, s, k) for m in models or [None] for s in strategies for k in range(seeds)):
+        # the config's model options are for the config's model; the others run with their defaults
+        model = {} if m is None else {"model": m, "model_options": base.model_options if m == base.model else {}}
+        cfg = RunConfig.from_dict({**base.to_dict(), "strategy": s, "seed": k, **model}).to_dict()
+        root = Path(out) / "runs" / f"{m + '-' if m else ''}{s}-seed{k}"
+        if (root / "config.json").is_file():
+            stored = {**RunConfig().to_dict(), **normalise(read_json(root / "config.json").get("config", {}))}
+            bad = [key for key in IDENTITY_KEYS if stored.get(key) != cfg[key]]
+            if bad:
+                raise ValueError(f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "
+                                 f"{', '.join(f'{b}={cfg[b]!r}' for b in bad)}; use another --out or the same "
+                                 "settings")
+        specs.append(RunSpec(root, cfg, str(join(location, "runs", root.name)) if location else None))
     return specs
 
 
@@ -231,8 +237,9 @@ def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, u
     started = init_ray(address, workers)
     try:
         # A run's own errors come back as a "failed" outcome (_guarded); Ray retries only a run whose
-        # worker or node died, and the retry resumes the run from its last finished step.
-        task = ray.remote(num_cpus=1, max_retries=RUN_RETRIES)(_guarded)
+        # worker or node died, and the retry resumes the run from its last finished step. SPREAD puts
+        # the runs on as many nodes as the cluster has (Ray's default packs a node before the next).
+        task = ray.remote(num_cpus=1, max_retries=RUN_RETRIES, scheduling_strategy="SPREAD")(_guarded)
         by_ref = {task.remote(runner, spec): spec for spec in todo}
         pending = list(by_ref)
         while pending:
@@ -253,8 +260,10 @@ def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, u
 def summarise(out: str | Path, seed: int = 0) -> pd.DataFrame:
     """Write ``results.parquet`` and ``summary.csv`` of a study folder; returns the summary.
 
-    The summary is the headline table when ``random`` is among the strategies,
-    otherwise each strategy's final identifiability (mean, sd over seeds).
+    The summary ranks the models on every axis when there are several
+    (:func:`loop.stats.model_ranking`); otherwise it is the headline table when
+    ``random`` is among the strategies, else each strategy's final
+    identifiability (mean, sd over seeds).
     """
     out = Path(out)
     runs = [load_run(p) for p in find_runs(out)]
@@ -263,7 +272,9 @@ def summarise(out: str | Path, seed: int = 0) -> pd.DataFrame:
     results = scored_results(results)
     if not len(results):
         raise ValueError(f"{out}: every run with a scored round failed; nothing to summarise")
-    if REFERENCE in set(results["strategy"]):
+    if results["model"].nunique() > 1:
+        summary = model_ranking(results)
+    elif REFERENCE in set(results["strategy"]):
         summary = headline_frame(headline(results, np.random.default_rng(seed)))
     else:
         last = results.sort_values("round").groupby(["strategy", "seed"]).last().reset_index()
@@ -279,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loop.compare",
                                 description="Compare acquisition strategies over seeds; resumable.")
     p.add_argument("--strategies", required=True, help="comma-separated strategy names, e.g. random,eig")
+    p.add_argument("--models", default=None,
+                   help="comma-separated models, each run with every strategy and ranked in the report, "
+                        "e.g. csl,mean,additive,linear (default: the config's model, csl)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per strategy, 0 .. N-1 (3)")
     p.add_argument("--budget", type=float, default=None, help=f"budget per run, cost units ({d.budget:g})")
     p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({d.world})")
@@ -301,17 +315,20 @@ def main(argv: list[str] | None = None) -> int:
         settings.update({k: v for k, v in flags.items() if v is not None})  # flags win over --config
         base = RunConfig.from_dict(settings)
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        check_arguments(strategies, args.seeds)  # before any storage is touched
+        models = None if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+        check_arguments(strategies, args.seeds, models)  # before any storage is touched
         with working_copy(args.out, read_only=("runs/",)) as copy:
-            return _study(args, copy, strategies, base)
+            return _study(args, copy, strategies, base, models)
     except (ValueError, OSError) as exc:  # bad arguments or settings; unreachable or refused storage
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _study(args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], base: RunConfig) -> int:
+def _study(args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], base: RunConfig,
+           models: list[str] | None) -> int:
     """Run the comparison in the study folder ``copy`` stands for; returns the exit code."""
-    specs = plan(copy.folder, strategies, args.seeds, base, location=args.out if copy.remote else None)
+    specs = plan(copy.folder, strategies, args.seeds, base, location=args.out if copy.remote else None,
+                 models=models)
     for spec in specs:
         RunConfig.from_dict(spec.config).validate()
     if args.address and not copy.remote:

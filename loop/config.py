@@ -14,7 +14,7 @@ WORLDS = ("small", "default", "large")
 ORACLES = ("sim", "lab", "plates")
 #: Keys of config.json that must match when a run is resumed.
 IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data", "data_mapping",
-                 "costs", "world_overrides", "model")
+                 "costs", "world_overrides", "model", "model_options", "strategy_options", "plugins")
 
 
 class SettingError(ValueError):
@@ -59,8 +59,16 @@ class RunConfig:
             ``columns`` (cslab column → the file's), ``units`` (the file's ``dose_unit``
             values → cslab's), ``features`` (feature columns of a tidy table),
             ``modality`` (of a tidy table without a ``modality`` column).
-        model: Keyword overrides of the model's fit settings
-            (:class:`models.fitting.FitConfig`, e.g. ``{"max_steps": 300}``).
+        model: Registered model name (:mod:`models.registry`): ``csl`` or a baseline
+            (``mean``, ``additive``, ``linear``, :mod:`models.baselines`), or a plug-in's.
+        model_options: Keyword options of the model (for ``csl`` its fit settings,
+            :class:`models.fitting.FitConfig`, e.g. ``{"max_steps": 300}``). A config that
+            gives ``model`` as a table of options (the older layout) means these for ``csl``.
+        strategy_options: Keyword options of the strategy (``{"target": "synergy"}`` for
+            ``discovery``, ``{"base": "nipv"}`` for ``cost_aware``); ``time_limit_s`` comes
+            from its own key.
+        plugins: Modules (``mylab.models``) or ``.py`` files imported before the model and the
+            strategy are looked up, so their ``@register`` decorators add them.
     """
 
     budget: float = 200.0
@@ -80,13 +88,20 @@ class RunConfig:
     address: str | None = None
     costs: dict[str, float] = field(default_factory=dict)
     world_overrides: dict = field(default_factory=dict)
-    model: dict = field(default_factory=dict)
+    model: str = "csl"
+    model_options: dict = field(default_factory=dict)
+    strategy_options: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
     data_mapping: dict = field(default_factory=dict)
 
     def validate(self) -> RunConfig:
         """Check values; raise ``ValueError`` with a one-line reason."""
         from acquisition.registry import STRATEGIES
+        from experiment_design.registry import load_plugins
+        from models.registry import MODELS
 
+        self.plugins = tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in self.plugins)
+        load_plugins(self.plugins)  # stored absolute, so a resume or a Ray worker finds them
         if not (self.budget > 0 and math.isfinite(self.budget)):
             raise ValueError(f"--budget must be a positive, finite number of cost units, got {self.budget}")
         if self.batch_size < 1:
@@ -99,6 +114,8 @@ class RunConfig:
             raise ValueError(f"--oracle must be one of {', '.join(ORACLES)}, got {self.oracle!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES.names)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS.names)}")
         if self.oracle == "lab" and not self.data:
             raise ValueError("--oracle lab needs --data FILE")
         if self.data and not Path(self.data).is_file():
@@ -116,11 +133,15 @@ class RunConfig:
         from simulators.lab_formats import read_options
 
         read_options(self.data_mapping)  # unknown keys or wrong types: a one-line error
-        from models.fitting import FitConfig
-
-        unknown = sorted(set(self.model) - {f.name for f in fields(FitConfig)})
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; known: {sorted(f.name for f in fields(FitConfig))}")
+        check_options(f"model {self.model!r}", MODELS.get(self.model), self.model_options,
+                      fixed=("space", "n_members", "seed"))
+        if "time_limit_s" in self.strategy_options:
+            raise ValueError(f"strategy {self.strategy!r}: time_limit_s is set by the run, not in its options")
+        try:  # building a strategy is cheap, and it checks its own options (cost_aware passes some to its base)
+            STRATEGIES.get(self.strategy)(time_limit_s=self.time_limit_s, **self.strategy_options)
+        except TypeError as exc:
+            raise ValueError(f"unknown options of strategy {self.strategy!r}: {sorted(self.strategy_options)} "
+                             f"({exc})") from None
         for name, cost in self.costs.items():
             if not float(cost) > 0:
                 raise ValueError(f"cost of assay {name!r} must be positive, got {cost}")
@@ -130,6 +151,7 @@ class RunConfig:
         """JSON-ready dict."""
         d = asdict(self)
         d["initial_controls_h"] = list(self.initial_controls_h)
+        d["plugins"] = list(self.plugins)
         return d
 
     @classmethod
@@ -139,9 +161,11 @@ class RunConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
-        d = dict(d)
+        d = normalise(d)
         if "initial_controls_h" in d:
             d["initial_controls_h"] = tuple(float(t) for t in d["initial_controls_h"])
+        if "plugins" in d:
+            d["plugins"] = tuple(str(p) for p in d["plugins"])
         return cls(**d)
 
     @classmethod
@@ -157,9 +181,49 @@ class RunConfig:
                 d = json.loads(path.read_text())
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"--config {path}: cannot parse ({exc})") from None
-        d = {k.replace("-", "_"): v for k, v in d.items()}
+        d = normalise({k.replace("-", "_"): v for k, v in d.items()})
         cls.from_dict(d)  # reject unknown keys early
         return d
+
+
+def normalise(settings: dict) -> dict:
+    """A copy of ``settings`` in the current layout: ``model = {options}`` (older) → ``model_options``.
+
+    Raises:
+        ValueError: Both ``model`` as options and ``model_options`` given.
+    """
+    d = dict(settings)
+    if isinstance(d.get("model"), dict):
+        if d.get("model_options"):
+            raise ValueError("give the model's options once: in model_options, not also as model = {...}")
+        d["model_options"] = d.pop("model")
+        d["model"] = "csl"
+    return d
+
+
+def check_options(what: str, cls: type, options: dict, fixed: tuple[str, ...]) -> None:
+    """Raise ValueError naming options that ``cls`` does not take (or that the run sets itself).
+
+    A class may define ``check_options(options)`` (``csl`` checks its fit settings); otherwise
+    the options must be keyword parameters of its constructor.
+    """
+    import inspect
+
+    if not isinstance(options, dict):
+        raise ValueError(f"options of {what} must be a table of name = value, got {options!r}")
+    taken = sorted(set(options) & set(fixed))
+    if taken:
+        raise ValueError(f"{what}: {', '.join(taken)} is set by the run, not in its options")
+    if hasattr(cls, "check_options"):
+        cls.check_options(options)
+        return
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        known = sorted(set(params) - set(fixed))
+        raise ValueError(f"unknown options of {what}: {unknown}; known: {known}")
 
 
 def versions() -> dict[str, str]:

@@ -26,7 +26,7 @@ from experiment_design import DesignSpace, Perturbation
 from loop import plots
 from loop.recovery import Recovery, RecoveryUnavailable, checkpoint_recovery
 from loop.rounds import RoundStore
-from loop.stats import REFERENCE, budget_to_reach, headline, headline_frame
+from loop.stats import REFERENCE, budget_to_reach, headline, headline_frame, model_ranking
 from loop.storage import read_json, write_bytes
 
 SECTIONS = {
@@ -34,6 +34,7 @@ SECTIONS = {
     "identifiability-parts": "Parts of the identifiability index",
     "risk": "Aggregate risk and its four axes",
     "headline": "Headline: budget to reach random's identifiability",
+    "models": "Models against the baselines",
     "spending": "Where each strategy spent",
     "coverage": "Coverage of the chosen queries",
     "recovery": "Recovered vs true dose–response and interaction signs",
@@ -71,6 +72,12 @@ class RunData:
     def strategy(self) -> str:
         """The run's strategy."""
         return self.config["config"]["strategy"]
+
+    @property
+    def model(self) -> str:
+        """The run's model (``csl`` for runs made before models were named)."""
+        m = self.config["config"].get("model", "csl")
+        return m if isinstance(m, str) else "csl"
 
     @property
     def seed(self) -> int:
@@ -163,13 +170,15 @@ def find_runs(folder: str | Path) -> list[Path]:
 
 
 def results_frame(runs: list[RunData]) -> pd.DataFrame:
-    """Every metrics row of every run with ``strategy``, ``seed``, ``finished`` and ``status`` (results.parquet).
+    """Every metrics row of every run with ``model``, ``strategy``, ``seed``, ``finished`` and ``status``.
+
+    This is ``results.parquet`` of a study.
 
     ``status`` is ``finished``, ``running`` or ``failed``; the rows of a failed
     run are kept (so that it can be inspected) and every mean leaves them out
     (:func:`scored_results`).
     """
-    frames = [r.metrics.assign(strategy=r.strategy, seed=r.seed, finished=r.finished, status=r.status)
+    frames = [r.metrics.assign(model=r.model, strategy=r.strategy, seed=r.seed, finished=r.finished, status=r.status)
               for r in runs if len(r.metrics)]
     if not frames:
         raise ValueError("no run has a scored round yet; nothing to report")
@@ -207,6 +216,16 @@ def _img(uri: str, alt: str) -> str:
 
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="tbl", na_rep="–", float_format=lambda v: f"{v:.3g}")
+
+
+def _models_html(results: pd.DataFrame) -> str:
+    table = model_ranking(results)
+    note = ("<p>Each model (with each strategy) at its final round, mean over seeds; rank 1 = best per column "
+            "(lowest risk, calibration_90 nearest 0.9, highest identifiability). Risk is in baseline units: the "
+            "mean of the controls scores about 1 on every axis. The baselines (<code>mean</code>, "
+            "<code>additive</code>, <code>linear</code>) have no operator parameters, so their identifiability is "
+            "not defined (–).</p>")
+    return note + _table(table)
 
 
 def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
@@ -322,6 +341,10 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
     """
     all_results = results_frame(runs)
     results = scored_results(all_results)
+    models = sorted(results["model"].unique()) if "model" in results else ["csl"]
+    by_model = {m: results[results["model"] == m] for m in models} if len(models) > 1 else {"": results}
+    if len(models) > 1:  # one curve per model and strategy
+        results = results.assign(strategy=results["model"] + "/" + results["strategy"])
     failed = [r for r in runs if r.failed]
     if not len(results):
         raise ValueError(f"every run with a scored round failed ({', '.join(r.root.name for r in failed)}); "
@@ -334,7 +357,7 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
     body = {}
     unit = (0.0, 1.0)
     ref = results[results["strategy"] == REFERENCE].sort_values("round").groupby("seed")["identifiability"].last()
-    target = float(ref.mean()) if study and len(ref) else None
+    target = float(ref.mean()) if study and len(ref) and len(models) == 1 else None
     body["identifiability"] = _img(plots.curves(results, ["identifiability"], ["identifiability index"],
                                                 "identifiability [0, 1]", bounds=unit, target=target),
                                    "identifiability vs spent") + (
@@ -352,7 +375,11 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
         body["risk"] = _img(plots.curves(results, list(RISK_COLUMNS), ["aggregate risk"] + [
             c.removeprefix("risk_") for c in RISK_COLUMNS[1:]], "risk (lower is better)", bounds=(0.0, np.inf)),
             "risk vs spent")
-    body["headline"] = _headline_html(results, np.random.default_rng(seed))
+    body["headline"] = "".join((f"<h3>model {html.escape(m)}</h3>" if m else "")
+                               + _headline_html(d, np.random.default_rng(seed)) for m, d in by_model.items())
+    body["models"] = _models_html(scored_results(all_results)) if len(models) > 1 else (
+        f"<p class='note'>One model here ({html.escape(models[0])}); run <code>loop.compare --models "
+        "csl,mean,additive,linear</code> to rank it against the baselines.</p>")
     if len(props):
         body["spending"] = ("<p>Anchor assays observe one specimen through more than one modality: "
                             f"{', '.join(sorted(anchors)) or 'none'}.</p>" + _img(plots.spending(props, anchors),

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loop.run", description="Closed-loop active learning on a CSL model.")
     p.add_argument("--budget", type=float, default=None, help=f"total budget in cost units ({DEFAULTS.budget:g})")
     p.add_argument("--strategy", default=None, help=f"acquisition strategy ({DEFAULTS.strategy})")
+    p.add_argument("--model", default=None,
+                   help=f"model: csl, or a baseline mean|additive|linear, or a plug-in's name ({DEFAULTS.model})")
     p.add_argument("--seed", type=int, default=None, help=f"root seed ({DEFAULTS.seed})")
     p.add_argument("--batch-size", type=int, default=None, help=f"queries per round ({DEFAULTS.batch_size})")
     p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({DEFAULTS.world})")
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sim (simulator), lab (measured data, pool mode) or plates (prospective) ({DEFAULTS.oracle})")
     p.add_argument("--data", default=None, help="lab data file for --oracle lab (.h5ad, .csv, .parquet)")
     p.add_argument("--out", default=None, help="run folder: a path or a storage URI such as s3://bucket/run "
-                   "(default runs/<strategy>-seed<N>-<time>)")
+                   "(default runs/[<model>-]<strategy>-seed<N>-<time>)")
     p.add_argument("--resume", default=None, metavar="DIR|URI",
                    help="continue the run in DIR (its stored settings; --address and --workers may change)")
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
@@ -55,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
     """Merge defaults, ``--config`` file and flags (flags win)."""
     settings = RunConfig.from_file(args.config) if args.config else {}
-    flags = {k: getattr(args, k) for k in ("budget", "strategy", "seed", "batch_size", "world", "oracle", "data",
-                                           "workers", "address")}
+    flags = {k: getattr(args, k) for k in ("budget", "strategy", "model", "seed", "batch_size", "world", "oracle",
+                                           "data", "workers", "address")}
     explicit = {k: v for k, v in flags.items() if v is not None}
     settings.update(explicit)
     return RunConfig.from_dict(settings), {**RunConfig.from_file(args.config), **explicit} if args.config else explicit
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     location = args.resume or args.out or str(
-        Path("runs") / f"{config.strategy}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        Path("runs") / f"{'' if config.model == 'csl' else config.model + '-'}{config.strategy}-seed{config.seed}-"
+                       f"{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         with working_copy(location) as copy:
             return _run(args, config, explicit, location, copy.folder, copy.save, t0)

@@ -258,3 +258,30 @@ def curve_band(results: pd.DataFrame, column: str, grid: np.ndarray, level: floa
     hi = np.where(n > 0, np.max(np.where(ok, c, -np.inf), axis=0), np.nan)
     return pd.DataFrame({"spent": grid, "mean": mean, "low": mean - half, "high": mean + half,
                          "min": lo, "max": hi, "n": n})
+
+
+#: Columns :func:`model_ranking` compares, and whether higher is better.
+RANKED = {"risk": False, "risk_modality": False, "risk_scale": False, "risk_context": False,
+          "risk_intervention": False, "calibration_error": False, "identifiability": True}
+
+
+def model_ranking(results: pd.DataFrame) -> pd.DataFrame:
+    """Models (and strategies) ranked on the evaluation axes at their final round, seeds averaged.
+
+    Args:
+        results: Scored rows of ``results.parquet`` with ``model``, ``strategy``, ``seed``, ``round``.
+
+    Returns:
+        One row per (model, strategy), best aggregate risk first: ``n_seeds``, the mean over seeds of
+        each :data:`RANKED` column (``calibration_error`` is ``|calibration_90 − 0.9|``), the mean
+        ``spent``, and ``rank_<column>`` (1 = best; NaN where the column is NaN, e.g. the
+        identifiability of a model without operators).
+    """
+    last = results.sort_values("round").groupby(["model", "strategy", "seed"]).last().reset_index()
+    last = last.assign(calibration_error=(last["calibration_90"] - 0.9).abs())
+    cols = [c for c in RANKED if c in last]
+    table = last.groupby(["model", "strategy"]).agg(
+        n_seeds=("seed", "nunique"), spent=("spent", "mean"), **{c: (c, "mean") for c in cols}).reset_index()
+    for c in cols:
+        table[f"rank_{c}"] = table[c].rank(ascending=not RANKED[c], method="min")
+    return table.sort_values(["risk", "model", "strategy"], na_position="last").reset_index(drop=True)

@@ -21,8 +21,9 @@ import torch
 
 from acquisition.registry import STRATEGIES
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
+from experiment_design.registry import load_plugins
 from loop import faults
-from loop.config import IDENTITY_KEYS, RunConfig, SettingError, versions
+from loop.config import IDENTITY_KEYS, RunConfig, SettingError, normalise, versions
 from loop.distributed import OracleClient, init_ray, ray_map
 from loop.heldout import HeldOut
 from loop.ledger import Ledger
@@ -117,6 +118,7 @@ class Study:
         self.truth = None
         self._lab: LabAdapter | None = None
         self.features: dict[str, list[str]] = {}  # feature names per modality, where known (readouts must match)
+        load_plugins(config.plugins)  # a plug-in model or strategy registers itself (also in a Ray worker)
         if config.oracle == "lab":
             data = LabFactory(config.data, config.data_mapping)
             self._oracle_factory = oracle_factory or data
@@ -140,8 +142,9 @@ class Study:
                         if config.heldout_per_axis > 0 and config.oracle != "plates" else None)
         if self.heldout is not None:
             self.space = self.heldout.restrict(self.space)
-        self.model = MODELS.get("csl")(self.space, n_members=config.n_members, seed=config.seed, **config.model)
-        self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s)
+        self.model = MODELS.get(config.model)(self.space, n_members=config.n_members, seed=config.seed,
+                                              **config.model_options)
+        self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s, **config.strategy_options)
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -191,10 +194,15 @@ class Study:
             stored = RunConfig.from_dict(read_json(cfg_path)["config"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RunFolderError(f"{cfg_path}: corrupt or foreign config ({exc})") from None
-        for key, value in (expect or {}).items():
-            if key in IDENTITY_KEYS and value is not None and getattr(stored, key) != value:
+        asked = {k: v for k, v in normalise(expect or {}).items() if k in IDENTITY_KEYS and v is not None}
+        try:  # the asked values in the stored layout (lists as tuples, older model tables as options)
+            wanted = RunConfig.from_dict({**stored.to_dict(), **asked})
+        except (TypeError, ValueError) as exc:
+            raise RunFolderError(f"{root}: cannot compare the asked settings with the stored ones ({exc})") from None
+        for key in asked:
+            if getattr(stored, key) != getattr(wanted, key):
                 raise RunFolderError(
-                    f"{root}: run was made with {key}={getattr(stored, key)!r}, not {value!r}; "
+                    f"{root}: run was made with {key}={getattr(stored, key)!r}, not {getattr(wanted, key)!r}; "
                     "resume without changing it, or start a new run")
         clean_temporaries(root)
         study = cls(root, stored, **kwargs)

@@ -14,6 +14,12 @@ Contract
   per-unit expected values in the modality's feature space.
 * ``to_botorch()`` returns a ``botorch.models.model.Model`` over the
   ``DesignSpace`` encoding whose outputs are function-space readouts.
+* ``state_dict()`` / ``load_state_dict(state)`` checkpoint and restore a fit.
+
+Capabilities some models have: :class:`LaplaceModel` (``fisher`` and
+``cost_aware`` use its parameter posterior; without it they fall back to
+readout EIG) and :class:`OperatorModel` (identifiability scores its
+operators). The baselines (:mod:`models.baselines`) have neither.
 """
 
 from __future__ import annotations
@@ -74,6 +80,27 @@ class LaplaceModel(Protocol):
 
 
 @runtime_checkable
+class OperatorModel(Protocol):
+    """Capability: learned CSL operators, which identifiability scores (:func:`models.identifiability.score`).
+
+    ``operator_parameters()`` gives per member ``log10_ec50``, ``hill``, ``emax`` ``(M, T, K)``,
+    ``tau_h`` ``(M, T)``, ``interactions`` ``(M, T, T)`` and ``propagator`` ``(M, K, K)``;
+    ``networks`` and ``states`` the fitted members (:class:`models.csl.CSLEnsemble`). A model without
+    it (a baseline) gets the parts it can have (the latent ones, against a simulator's truth) and NaN
+    for the rest.
+    """
+
+    def operator_parameters(self) -> dict[str, np.ndarray]:
+        """Learned operator parameters per member."""
+        ...
+
+    @property
+    def networks(self) -> list:
+        """The fitted member networks."""
+        ...
+
+
+@runtime_checkable
 class Model(Protocol):
     """What the loop and the strategies need from a CSL model."""
 
@@ -87,3 +114,9 @@ class Model(Protocol):
 
     def to_botorch(self) -> object:
         """A ``botorch`` Model over the design encoding."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume after :meth:`fit` (picklable; the loop checkpoints it every round)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""

@@ -107,3 +107,41 @@ class CSLBotorchModel(EnsembleModel):
     def ensemble_size(self) -> int:
         """``M``."""
         return len(self.nets)
+
+
+class PredictionView(EnsembleModel):
+    """Ensemble posterior of any protocol model, through ``space.decode`` and ``model.predict``.
+
+    Not differentiable (the encodings are decoded to queries): for acquisition over a
+    candidate pool, which is how every cslab strategy optimises.
+
+    Args:
+        model: A fitted model with ``space`` and ``predict(queries, readouts=...)``.
+        readout: Readout name (``"programs"``, ``"rna"``, ...).
+        feature_idx: Optional feature indices of the readout to output.
+    """
+
+    def __init__(self, model, readout: str = PROGRAMS, feature_idx: Sequence[int] | None = None) -> None:  # noqa: ANN001
+        super().__init__()
+        self.model, self.space, self.readout = model, model.space, readout
+        self.feature_idx = None if feature_idx is None else list(feature_idx)
+        probe = self.space.decode(torch.zeros(1, self.space.encoding.dim, dtype=torch.float64))
+        members = model.predict(probe, readouts=(readout,)).members
+        if readout not in members:
+            raise ValueError(f"to_botorch: unknown readout {readout!r}; have {sorted(members)}")
+        self._num_outputs = members[readout].shape[-1] if self.feature_idx is None else len(self.feature_idx)
+        self._M = members[readout].shape[0]
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``batch_shape × M × n × m`` member readouts of ``batch_shape × n × d`` encodings, dtype of ``X``."""
+        batch, (n, d) = X.shape[:-2], X.shape[-2:]
+        vals = self.model.predict(self.space.decode(X.reshape(-1, d)), readouts=(self.readout,)).members[self.readout]
+        if self.feature_idx is not None:
+            vals = vals[..., self.feature_idx]
+        out = torch.as_tensor(vals, dtype=X.dtype).reshape(self._M, *batch, n, -1)
+        return out.movedim(0, len(batch)) if batch else out
+
+    @property
+    def ensemble_size(self) -> int:
+        """``M``."""
+        return self._M

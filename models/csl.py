@@ -12,6 +12,7 @@ resample (a new one every round).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -55,6 +56,14 @@ class CSLEnsemble:
         self.states: list[dict] | None = None
         self.data: WellData | None = None
         self._nets: list[CSLNetwork] | None = None
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError naming options that are no :class:`FitConfig` field (the run's model options)."""
+        known = {f.name for f in fields(FitConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
 
     # ---------------------------------------------------------------- fitting
     def fit(self, data: MeasurementBatch | WellData, map_fn: Callable = map) -> dict:

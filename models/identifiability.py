@@ -89,6 +89,7 @@ from scipy.optimize import linear_sum_assignment
 
 from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Perturbation, Query, keys
 from experiment_design.assays import ADT, MORPHOLOGY, RNA, SPATIAL
+from models.base import OperatorModel
 from models.cross_scale import composition_error, cycle_r2, lift_spots, true_compositions
 from models.data import build_well_data
 from models.translation import translation_error
@@ -180,7 +181,8 @@ def match_programs(model_z: np.ndarray, true_z: np.ndarray) -> tuple[np.ndarray,
     return perm, sign, float(np.abs(c[rows, cols]).sum() / true_z.shape[1])
 
 
-def _truth_parts(model, truth: GroundTruth, probe: list[Query], wd) -> tuple[dict, dict]:  # noqa: ANN001
+def _latent_parts(model, truth: GroundTruth, probe: list[Query]) -> tuple:  # noqa: ANN001
+    """The probes' prediction and its ``programs`` matched to the true latents: (pred, perm, sign, MCC, R²)."""
     pred = model.predict(probe)
     mz, tz = pred.mean("programs"), truth.latent(probe)
     perm, sign, mcc = match_programs(mz, tz)
@@ -188,7 +190,11 @@ def _truth_parts(model, truth: GroundTruth, probe: list[Query], wd) -> tuple[dic
     coef, *_ = np.linalg.lstsq(X, tz, rcond=None)
     resid = ((tz - X @ coef) ** 2).sum(0)
     tot = ((tz - tz.mean(0)) ** 2).sum(0)
-    r2 = float(np.mean(1.0 - resid / np.maximum(tot, 1e-12)))
+    return pred, perm, sign, mcc, float(np.mean(1.0 - resid / np.maximum(tot, 1e-12)))
+
+
+def _truth_parts(model, truth: GroundTruth, probe: list[Query], wd) -> tuple[dict, dict]:  # noqa: ANN001
+    pred, perm, sign, mcc, r2 = _latent_parts(model, truth, probe)
     P = model.operator_parameters()
     idx = [model.space.target_index[t] for t in truth.targets]
     ec50 = np.median(P["log10_ec50"], 0)[idx][:, perm]
@@ -367,11 +373,29 @@ def _well_data(model, data: MeasurementBatch | None):  # noqa: ANN001, ANN202
     return build_well_data(model.space, data)
 
 
+def _partial_score(model, truth: GroundTruth | None) -> IdentifiabilityReport:  # noqa: ANN001
+    """The parts a model without operators can have (:class:`models.base.OperatorModel`); the rest and the index NaN.
+
+    Against a simulator's truth these are ``latent_mcc`` and ``latent_r2`` (its ``programs`` readout
+    against the true latents); in practical mode every part needs operator parameters.
+    """
+    weights, mode = (TRUTH_WEIGHTS, "truth") if truth is not None else (PRACTICAL_WEIGHTS, "practical")
+    parts = dict.fromkeys(weights, float("nan"))
+    if truth is not None:
+        _, _, _, mcc, r2 = _latent_parts(model, truth, probe_queries(model.space))
+        parts.update(latent_mcc=float(np.clip(mcc, 0.0, 1.0)), latent_r2=float(np.clip(r2, 0.0, 1.0)))
+    return IdentifiabilityReport(index=float("nan"), parts=parts, raw={}, mode=mode)
+
+
 def score(model, data: MeasurementBatch | None = None, truth: GroundTruth | None = None) -> IdentifiabilityReport:  # noqa: ANN001
     """Score a fitted ensemble.
 
+    A model without operators (:class:`models.base.OperatorModel`, e.g. a baseline) gets only the
+    parts it can have and a NaN index: the index compares operator recovery like for like, and a
+    model that has no operators has none to recover.
+
     Args:
-        model: A fitted :class:`~models.csl.CSLEnsemble`.
+        model: A fitted :class:`~models.csl.CSLEnsemble` (or any protocol model).
         data: The ledger it was fitted on (default: the specimens of its last fit).
         truth: Ground truth of a simulated world, or None for lab data.
 
@@ -382,6 +406,8 @@ def score(model, data: MeasurementBatch | None = None, truth: GroundTruth | None
         RuntimeError: If the model was never fitted.
 
     """
+    if not isinstance(model, OperatorModel):
+        return _partial_score(model, truth)
     if model.states is None:
         raise RuntimeError("identifiability.score: the model is not fitted")
     wd = _well_data(model, data)

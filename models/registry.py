@@ -2,6 +2,6 @@
 
 from experiment_design.registry import Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model", package="models")
 register = MODELS.register
 get = MODELS.get

@@ -2,6 +2,6 @@
 
 from experiment_design.registry import Registry
 
-ORACLES = Registry("oracle")
+ORACLES = Registry("oracle", package="simulators")
 register = ORACLES.register
 get = ORACLES.get

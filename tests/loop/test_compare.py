@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from fabricate import fabricate_run
@@ -191,3 +192,30 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path):
     mtime = (out / "runs" / "random-seed0" / "metrics.parquet").stat().st_mtime
     assert compare.main([*argv, "--no-recovery"]) == 0
     assert (out / "runs" / "random-seed0" / "metrics.parquet").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_models_are_ranked_against_each_other(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"n_members": 2, "initial_size": 4, "heldout_per_axis": 2,
+                               "model_options": {"max_steps": 60, "warm_steps": 20}}))
+    out = tmp_path / "study"
+    argv = ["--models", "csl,mean,linear", "--strategies", "random", "--seeds", "1", "--budget", "14", "--world",
+            "small", "--batch-size", "4", "--workers", "2", "--out", str(out), "--config", str(cfg), "--quiet",
+            "--no-recovery"]
+    assert compare.main(argv) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["csl-random-seed0", "linear-random-seed0",
+                                                                "mean-random-seed0"]
+    stored = {p.name: json.loads((p / "config.json").read_text())["config"] for p in (out / "runs").iterdir()}
+    assert stored["csl-random-seed0"]["model_options"] == {"max_steps": 60, "warm_steps": 20}
+    assert stored["linear-random-seed0"]["model_options"] == {}, "the config's options are the config's model's"
+    res = pd.read_parquet(out / "results.parquet")
+    assert set(res["model"]) == {"csl", "mean", "linear"}
+    summary = pd.read_csv(out / "summary.csv").set_index("model")
+    assert list(summary.sort_values("rank_risk").index) == list(summary.index), "best risk first"
+    assert summary.loc["mean", "risk"] == pytest.approx(1.0, abs=0.2), "the risk's own reference"
+    assert np.isfinite(summary.loc["csl", "identifiability"]) and np.isnan(summary.loc["mean", "identifiability"])
+    text = (out / "report.html").read_text()
+    ranking = text.split('id="models"')[1].split("</section>")[0]
+    assert all(m in ranking for m in ("csl", "mean", "linear")) and "rank_risk" in ranking
+    assert "csl/random" in text, "one curve per model and strategy"

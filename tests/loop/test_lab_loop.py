@@ -25,7 +25,7 @@ def screen(tmp_path_factory):
 def test_pool_mode_runs_end_to_end_from_the_pool_only(screen, tmp_path, ray_session):
     root = tmp_path / "run"
     config = RunConfig(oracle="lab", data=str(screen), budget=30, batch_size=6, n_members=2, initial_size=6,
-                       heldout_per_axis=3, strategy="eig", seed=1, model={"max_steps": 120, "warm_steps": 40})
+                       heldout_per_axis=3, strategy="eig", seed=1, model_options={"max_steps": 120, "warm_steps": 40})
     study = Study.create(root, config)
     metrics = study.run()
     pool = {q.query_id for q in LabAdapter.from_file(screen).space.pool}
@@ -62,7 +62,7 @@ def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_pa
     # The initial design takes a control per context, then a space-filling set from the same few conditions.
     config = RunConfig(oracle="lab", data=str(screen), budget=14, batch_size=4, n_members=2, initial_size=12,
                        initial_budget_fraction=0.9, heldout_per_axis=0, strategy="random", seed=2,
-                       model={"max_steps": 60, "warm_steps": 20})
+                       model_options={"max_steps": 60, "warm_steps": 20})
     metrics = Study.create(tmp_path / "run", config).run()
     obs = Ledger(tmp_path / "run").load().modalities["rna"].obs
     assert (obs.groupby(keys.SPECIMEN)[keys.ROUND].nunique() == 1).all()  # each sample handed out once

@@ -15,7 +15,8 @@ from loop.run import main
 from loop.study import Study
 
 FAST = dict(world="small", budget=14.0, batch_size=4, n_members=2, initial_size=4, heldout_per_axis=2,
-            time_limit_s=60.0, model={"max_steps": 120, "warm_steps": 40})  # a limit that never binds: exact resumes
+            time_limit_s=60.0,  # a limit that never binds: exact resumes
+            model_options={"max_steps": 120, "warm_steps": 40})
 TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
 
 
