@@ -51,5 +51,13 @@ class RunProgress:
                           if not math.isnan(row.get(k, math.nan)))
         self._progress.console.print(
             f"round {row['round']:>3}  spent {row['spent']:7.1f}/{self.budget:.0f}  "
-            f"queries {row['n_queries']:>4}  identifiability {row['identifiability']:.3f}  {times}"
+            f"queries {row['n_queries']:>4}  {score_text(row)}  {times}"
         )
+
+
+def score_text(row: object) -> str:
+    """``identifiability 0.590``; for a model without operators (NaN index) its aggregate risk instead."""
+    ident = float(row["identifiability"])
+    if not math.isnan(ident):
+        return f"identifiability {ident:.3f}"
+    return f"identifiability –  risk {float(row.get('risk', math.nan)):.3f}"

@@ -221,7 +221,8 @@ def _table(df: pd.DataFrame) -> str:
 def _models_html(results: pd.DataFrame) -> str:
     table = model_ranking(results)
     note = ("<p>Each model (with each strategy) at its final round, mean over seeds; rank 1 = best per column "
-            "(lowest risk, calibration_90 nearest 0.9, highest identifiability). Risk is in baseline units: the "
+            "(lowest risk and mae, calibration_90 nearest 0.9, highest identifiability and standard metrics: "
+            "pearson_delta, discrimination_score_l1, overlap_at_N, de_direction_match). Risk is in baseline units: the "
             "mean of the controls scores about 1 on every axis. The baselines (<code>mean</code>, "
             "<code>additive</code>, <code>linear</code>) have no operator parameters, so their identifiability is "
             "not defined (–).</p>")

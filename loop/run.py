@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loop.config import RunConfig, SettingError
 from loop.distributed import OracleFailed
-from loop.progress import RunProgress
+from loop.progress import RunProgress, score_text
 from loop.remote import display, working_copy
 from loop.storage import RunFolderError, write_json
 from loop.study import AwaitingReadout, Study
@@ -70,7 +70,7 @@ def summary_line(root: str | Path, metrics: object, wall_s: float) -> str:
         return f"run {root}: no rounds finished"
     last = metrics.iloc[-1]
     return (f"run {root}: {len(metrics)} rounds, spent {last['spent']:.1f} units, "
-            f"{int(last['n_queries'])} queries, identifiability {last['identifiability']:.3f}, "
+            f"{int(last['n_queries'])} queries, {score_text(last).replace('  ', ', ')}, "
             f"wall {wall_s:.0f} s")
 
 

@@ -262,7 +262,9 @@ def curve_band(results: pd.DataFrame, column: str, grid: np.ndarray, level: floa
 
 #: Columns :func:`model_ranking` compares, and whether higher is better.
 RANKED = {"risk": False, "risk_modality": False, "risk_scale": False, "risk_context": False,
-          "risk_intervention": False, "calibration_error": False, "identifiability": True}
+          "risk_intervention": False, "calibration_error": False, "identifiability": True,
+          "pearson_delta": True, "mae": False, "discrimination_score_l1": True, "overlap_at_N": True,
+          "de_direction_match": True}
 
 
 def model_ranking(results: pd.DataFrame) -> pd.DataFrame:

@@ -55,6 +55,7 @@ from experiment_design import Context, DesignSpace, MeasurementBatch, Perturbati
 from experiment_design.assays import ADT, MODALITIES, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
 from experiment_design.splits import queries_of_obs
 from models.base import PROGRAMS
+from models.metrics import STANDARD, standard_metrics
 from models.readouts import ObservedReadout, de_agreement, observed_readout, program_activity
 
 AXES = ("modality", "scale", "context", "intervention")
@@ -174,6 +175,9 @@ class RiskReport:
             ``nmse_<axis>`` (vs mean of controls), ``nmse_additive`` (vs the
             additive combination of singles, combinations only),
             ``de_overlap``, ``de_direction`` (top-20 DE, RNA sets), ``n_sets``.
+        standard: The field's standard metrics (:mod:`models.metrics`), mean over every
+            set: ``<metric>`` and ``<metric>_skill`` (0 = mean of controls or chance,
+            1 = perfect); per axis ``<metric>_<axis>``.
 
     """
 
@@ -181,10 +185,11 @@ class RiskReport:
     parts: dict[str, float]
     calibration_90: float
     details: dict[str, float] = field(default_factory=dict)
+    standard: dict[str, float] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, float]:
-        """Flat row for ``metrics.parquet``: risk, its parts and calibration_90."""
-        return {"risk": self.risk, **self.parts, "calibration_90": self.calibration_90}
+        """Flat row for ``metrics.parquet``: risk, its parts, calibration_90 and the standard metrics."""
+        return {"risk": self.risk, **self.parts, "calibration_90": self.calibration_90, **self.standard}
 
 
 def _predict(model: object, queries: Sequence[Query], readouts: Sequence[str]) -> object:
@@ -275,6 +280,7 @@ def evaluate(
         raise ValueError(f"evaluate: weights must be non-negative over axes {AXES}, got {dict(weights or {})}")
     losses: dict[str, list[float]] = {a: [] for a in AXES}
     nmses: dict[str, list[float]] = {a: [] for a in AXES}
+    standard: dict[str, list[dict]] = {a: [] for a in AXES}
     ys, mus, vs, de_o, de_d = [], [], [], [], []
     control_ctx = _contexts(control_data) if control_data is not None else {}
     control_queries = _queries_by_id(control_data) if control_data is not None else {}
@@ -308,6 +314,7 @@ def evaluate(
             base = _baseline(o, ctx, _controls_only(ctrl, ctrl_q), control_ctx)
             f = _feature_map(m, o.var_names, gene_sets)
             losses[axis].append(set_loss(f(mu), f(o.values), f(base)))
+            standard[axis].append(standard_metrics(f(mu), f(o.values), f(base), k_de))
             if ctrl is not None:
                 add = additive_baseline([queries[row[q]] for q in o.query_ids], ctrl_q, ctrl.values, base)
                 ok = np.isfinite(add).all(axis=1) & np.array([queries[row[q]].perturbation.order >= 2
@@ -324,7 +331,21 @@ def evaluate(
                 de_d.append(dr)
     rep = _report(losses, nmses, w, ys, mus, vs, de_o, de_d)
     rep.details["nmse_additive"] = float(np.mean(nadd)) if nadd else float("nan")
+    rep.standard = _standard_summary(standard)
     return rep
+
+
+def _standard_summary(standard: dict[str, list[dict]]) -> dict[str, float]:
+    """Mean of each standard metric over every set, and of the raw ones per axis (NaN where none)."""
+
+    def mean(sets: list[dict], name: str) -> float:
+        v = np.array([d[name] for d in sets], dtype=float)
+        return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+
+    every = [d for sets in standard.values() for d in sets]
+    out = {f"{m}{s}": mean(every, f"{m}{s}") for m in STANDARD for s in ("", "_skill")}
+    out.update({f"{m}_{a}": mean(standard[a], m) for m in STANDARD for a in AXES})
+    return out
 
 
 def _feature_map(modality: str, var_names: Sequence[str], gene_sets: Mapping | None) -> Callable:

@@ -215,6 +215,7 @@ def test_models_are_ranked_against_each_other(tmp_path):
     assert list(summary.sort_values("rank_risk").index) == list(summary.index), "best risk first"
     assert summary.loc["mean", "risk"] == pytest.approx(1.0, abs=0.2), "the risk's own reference"
     assert np.isfinite(summary.loc["csl", "identifiability"]) and np.isnan(summary.loc["mean", "identifiability"])
+    assert {"pearson_delta", "rank_pearson_delta", "mae", "rank_discrimination_score_l1"} <= set(summary.columns)
     text = (out / "report.html").read_text()
     ranking = text.split('id="models"')[1].split("</section>")[0]
     assert all(m in ranking for m in ("csl", "mean", "linear")) and "rank_risk" in ranking

@@ -18,6 +18,7 @@ from models.evaluation import (
     make_stress_sets,
     stress_blocks,
 )
+from models.metrics import STANDARD
 from models.readouts import (
     de_agreement,
     gene_sets_from_loadings,
@@ -161,8 +162,12 @@ def test_perfect_predictions_give_zero_risk(scenario) -> None:
     assert set(rep.parts) == {f"risk_{a}" for a in AXES}
     assert all(v == pytest.approx(0.0, abs=1e-9) for v in rep.parts.values())
     assert rep.details["de_overlap"] == pytest.approx(1.0) and rep.details["de_direction"] == pytest.approx(1.0)
+    standard = {f"{m}{s}" for m in STANDARD for s in ("", "_skill", *(f"_{a}" for a in AXES))}
     assert set(rep.as_metrics()) == {"risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention",
-                                     "calibration_90"}
+                                     "calibration_90"} | standard
+    skills = {m: rep.standard[f"{m}_skill"] for m in STANDARD}
+    assert all(v == pytest.approx(1.0) for v in skills.values() if np.isfinite(v)), skills
+    assert np.isfinite(skills["mae"]) and rep.standard["mae"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_shuffled_predictions_score_near_the_baseline(scenario) -> None:
