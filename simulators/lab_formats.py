@@ -200,13 +200,41 @@ def _read_h5ad(path: Path, units: dict[str, str] | None = None) -> MeasurementBa
             a = ad.read_h5ad(f)
         except Exception as exc:  # noqa: BLE001 - h5py raises many types for a damaged file
             raise DataFormatError(f"{f}: unreadable or truncated .h5ad ({type(exc).__name__}: {exc})") from None
-        X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
         obs = a.obs.reset_index(drop=True).copy()
         default = f.name[len(path.name[: -len(".h5ad")]) + 1: -len(".h5ad")] if f != path else "rna"
         mod = str(obs[keys.MODALITY].iloc[0]) if keys.MODALITY in obs and len(obs) else default
+        X = _count_matrix(a) if mod in COUNT_MODALITIES else _dense(a.X)
         df = pd.concat([obs, pd.DataFrame(X, columns=list(map(str, a.var_names)))], axis=1)
         parts.append(table_to_batch(df, f, mod, features=list(map(str, a.var_names)), unit_map=units))
     return MeasurementBatch.concat(parts)
+
+
+def _dense(X: object) -> np.ndarray:
+    return X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+
+
+def _is_counts(X: np.ndarray) -> bool:
+    return bool(np.all(np.abs(X - np.round(X)) <= 1e-6) and np.all(X >= 0))
+
+
+def _count_matrix(a: object) -> np.ndarray:
+    """The raw counts of an AnnData: ``X`` if it holds counts, else ``layers["counts"]``, else ``raw.X``.
+
+    Atlases often ship log-normalised values in ``X`` and the counts beside them; cslab's count
+    likelihoods need the counts. When none of the three holds counts, ``X`` is returned and the
+    reader refuses it, naming the first non-count value.
+    """
+    X = _dense(a.X)
+    if _is_counts(X):
+        return X
+    candidates = [a.layers[k] for k in ("counts", "raw_counts") if k in a.layers]
+    if a.raw is not None and a.raw.shape == a.shape and list(a.raw.var_names) == list(a.var_names):
+        candidates.append(a.raw.X)
+    for c in candidates:
+        c = _dense(c)
+        if _is_counts(c):
+            return c
+    return X
 
 
 def combo_to_tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -315,6 +343,13 @@ def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str],
         i, j = np.argwhere(values < 0)[0]
         raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: negative count "
                               f"{values[i, j]}; {mod} counts must be >= 0")
+    fractional = np.abs(values - np.round(values)) > 1e-6
+    if mod in COUNT_MODALITIES and fractional.any():
+        i, j = np.argwhere(fractional)[0]
+        raise DataFormatError(
+            f"{path}: row {df.index[i] + 2}, column {features[j]}: {values[i, j]:g} is not a count; {mod} is "
+            "modelled as raw counts (negative binomial), and non-integer values look log-normalised. Give the raw "
+            "counts: in an .h5ad as X, layers['counts'] or .raw (cslab reads the first that holds counts)")
     # Metadata is parsed once per distinct combination, then broadcast to its rows.
     meta_in = [c for c in (*REQUIRED, keys.DOSE_VALUE, keys.DOSE_UNIT, "perturbation_type", keys.SITE, keys.BATCH,
                            keys.ASSAY, keys.REPLICATE) if c in df.columns]

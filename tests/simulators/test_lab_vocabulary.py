@@ -164,3 +164,44 @@ def test_run_config_carries_the_data_mapping(tmp_path):
     assert {t.name: t.kind for t in lab.space.targets} == {"A": "knockdown", "B": "knockdown"}
     with pytest.raises(ValueError, match=r"data_mapping: unknown keys \['colums'\]"):
         RunConfig(oracle="lab", data=str(path), data_mapping={"colums": {}}).validate()
+
+
+def _log_normalised(counts: np.ndarray) -> np.ndarray:
+    """scanpy's normalize_total(1e4) + log1p, as atlases store X."""
+    return np.log1p(1e4 * counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("where", ["layers", "raw"])
+def test_log_normalised_x_with_the_counts_beside_it_reads_the_counts(tmp_path, where):
+    path = tmp_path / "atlas.h5ad"
+    a = _crispr_atlas(path)
+    counts = a.X.copy()
+    if where == "layers":
+        a.layers["counts"] = counts
+    else:
+        a.raw = a.copy()
+    a.X = _log_normalised(counts)
+    a.write_h5ad(path)
+    m = read_measurements(path).modalities["rna"]
+    np.testing.assert_array_equal(m.X, counts)
+
+
+def test_log_normalised_x_alone_is_refused_naming_the_value_and_the_fix(tmp_path):
+    path = tmp_path / "atlas.h5ad"
+    a = _crispr_atlas(path)
+    a.X = _log_normalised(a.X)
+    a.write_h5ad(path)
+    with pytest.raises(DataFormatError) as info:
+        read_measurements(path)
+    msg = str(info.value)
+    assert "column G0" in msg and "is not a count" in msg and "log-normalised" in msg
+    assert "layers['counts']" in msg and "\n" not in msg
+
+
+def test_a_continuous_modality_keeps_its_non_integer_values(tmp_path):
+    df = pd.DataFrame({"perturbation": ["control", "DRUG1"], "dose_value": ["0", "1.5"], "dose_unit": ["uM", "uM"],
+                       "time": [24.0, 24.0], "cell_line": ["A549", "A549"], "modality": "molecular",
+                       "P0": [0.25, 1.75], "P1": [2.5, -0.5]})
+    df.to_csv(tmp_path / "panel.csv", index=False)
+    m = read_measurements(tmp_path / "panel.csv").modalities["molecular"]
+    np.testing.assert_allclose(m.X, [[0.25, 2.5], [1.75, -0.5]])
