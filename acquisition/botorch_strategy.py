@@ -263,7 +263,6 @@ class BotorchStrategy(Strategy):
         return [int(order[i]) for i in chosen]
 
 
-
 def round_budget(space: DesignSpace, budget_left: float, q: int, pace: float) -> float:
     """What one paced round may spend: ``min(left, max(left / pace, q × median assay cost))``.
 

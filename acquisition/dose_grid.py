@@ -76,9 +76,17 @@ class DoseGridStrategy(Strategy):
         assay = space.rna_assay()
         if space.pool:
             members = [query for query in space.pool if query.assay == assay] or list(space.pool)
-            yield from sorted(members, key=lambda query: (
-                query.perturbation.order, query.time_h, space.context_index[query.context],
-                query.perturbation.targets, query.perturbation.doses, query.assay))
+            yield from sorted(
+                members,
+                key=lambda query: (
+                    query.perturbation.order,
+                    query.time_h,
+                    space.context_index[query.context],
+                    query.perturbation.targets,
+                    query.perturbation.doses,
+                    query.assay,
+                ),
+            )
             return
         for t, ctx in product(times, space.open_contexts):
             yield Query(Perturbation.control(), t, ctx, assay)

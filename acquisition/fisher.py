@@ -67,8 +67,9 @@ class ParameterInformation(AcquisitionFunction):
 
     indexed = True
 
-    def __init__(self, members: list, support: torch.Tensor, factors: list[torch.Tensor],
-                 X_pending: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, members: list, support: torch.Tensor, factors: list[torch.Tensor], X_pending: torch.Tensor | None = None
+    ) -> None:
         super().__init__(model=_NoModel())
         self.members, self.support, self.factors = members, support, factors
         self.n = len(support)
@@ -81,8 +82,7 @@ class ParameterInformation(AcquisitionFunction):
         cached = bool(self._pending) and rows[: len(self._pending)] == self._pending
         sig = list(self._sigma) if cached else [m.sigma0 for m in self.members]
         for r in rows[len(self._pending) if cached else 0 :]:
-            sig = [m.update(s, self.support[r], L[r]) for m, s, L in zip(self.members, sig, self.factors,
-                                                                          strict=True)]
+            sig = [m.update(s, self.support[r], L[r]) for m, s, L in zip(self.members, sig, self.factors, strict=True)]
         value = float(np.mean([m.score(m.sigma0) - m.score(s) for m, s in zip(self.members, sig, strict=True)]))
         return sig, value
 
@@ -102,11 +102,14 @@ class ParameterInformation(AcquisitionFunction):
             rows = rows[None]
         if rows.shape[-1] == 1:
             r = rows[:, 0]
-            g = torch.stack([m.gains(s, self.support[r], L[r], G) for m, s, L, G in zip(
-                self.members, self._sigma, self.factors, self._G, strict=True)]).mean(0)
+            g = torch.stack(
+                [
+                    m.gains(s, self.support[r], L[r], G)
+                    for m, s, L, G in zip(self.members, self._sigma, self.factors, self._G, strict=True)
+                ]
+            ).mean(0)
             return self._pending_value + g
-        return torch.tensor([self._condition(self._pending + tuple(b.tolist()))[1] for b in rows],
-                            dtype=torch.float64)
+        return torch.tensor([self._condition(self._pending + tuple(b.tolist()))[1] for b in rows], dtype=torch.float64)
 
 
 class Blend(AcquisitionFunction):
@@ -125,16 +128,17 @@ class Blend(AcquisitionFunction):
 
     indexed = True
 
-    def __init__(self, parts: list[AcquisitionFunction], weights: list[float], n: int,
-                 chunk_size: int = 4096) -> None:
+    def __init__(self, parts: list[AcquisitionFunction], weights: list[float], n: int, chunk_size: int = 4096) -> None:
         super().__init__(model=_NoModel())
         self.parts, self.weights, self.n = parts, [float(w) for w in weights], n
         X = pool_positions(n)
         for a in parts:
             a.set_X_pending(None)
         # every candidate's own value with nothing pending: the scales, and the greedy's first step
-        self._alone = [torch.cat([a(X[lo : lo + chunk_size].unsqueeze(-2)).double() for lo in range(0, n, chunk_size)])
-                       for a in parts]
+        self._alone = [
+            torch.cat([a(X[lo : lo + chunk_size].unsqueeze(-2)).double() for lo in range(0, n, chunk_size)])
+            for a in parts
+        ]
         self.scales = [float(v.max()) if float(v.max()) > 0 else 1.0 for v in self._alone]
         self.X_pending = None
 
@@ -171,8 +175,14 @@ class FisherStrategy(BotorchStrategy):
 
     shortlist = SHORTLIST
 
-    def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S, pool_size: int = 2000, chunk_size: int = 4096,
-                 cost_exponent: float = 0.0, readout_share: float = READOUT_SHARE) -> None:
+    def __init__(
+        self,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+        pool_size: int = 2000,
+        chunk_size: int = 4096,
+        cost_exponent: float = 0.0,
+        readout_share: float = READOUT_SHARE,
+    ) -> None:
         super().__init__(time_limit_s, pool_size, chunk_size, cost_exponent)
         if not 0.0 <= readout_share < 1.0:
             raise ValueError(f"FisherStrategy: readout_share must be in [0, 1), got {readout_share}")
@@ -195,15 +205,18 @@ class FisherStrategy(BotorchStrategy):
             from acquisition.eig import EIGStrategy  # a model without intervention parameters: readout EIG
 
             return EIGStrategy(self.time_limit_s, self.pool_size, self.chunk_size)._acqf(
-                model, space, pool, ledger, rng, deadline)
+                model, space, pool, ledger, rng, deadline
+            )
         members, support, factors = self._laplace(model, pool.queries)
         acqf = ParameterInformation(members, support, factors)
         if self.readout_share == 0.0:
             return acqf, pool
         from acquisition.eig import EnsembleEIG
 
-        pool_model, n = build_pool_model(model, space, pool.queries, pool.X, rng, deadline=deadline,
-                                         through_programs=False)
-        blend = Blend([acqf, EnsembleEIG(pool_model)], [1.0 - self.readout_share, self.readout_share], n,
-                      self.chunk_size)
+        pool_model, n = build_pool_model(
+            model, space, pool.queries, pool.X, rng, deadline=deadline, through_programs=False
+        )
+        blend = Blend(
+            [acqf, EnsembleEIG(pool_model)], [1.0 - self.readout_share, self.readout_share], n, self.chunk_size
+        )
         return blend, pool.truncate(n)

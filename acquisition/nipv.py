@@ -132,7 +132,11 @@ class PooledNIPV(ClosedFormNIPV):
     indexed = True
 
     def __init__(  # noqa: ANN001 - model: a botorch GP
-        self, model, mc_points: torch.Tensor, noise_var: float | torch.Tensor, noise_dim: int | None,
+        self,
+        model,
+        mc_points: torch.Tensor,
+        noise_var: float | torch.Tensor,
+        noise_dim: int | None,
         X_pool: torch.Tensor,
     ) -> None:
         self._ready = False
@@ -183,8 +187,9 @@ class PooledNIPV(ClosedFormNIPV):
             return
         # Posterior covariance between every pool row and the pending rows, then a rank-p update.
         Xp = self.model.transform_inputs(self.X_pool[rows])
-        k_all_p = torch.cat([self.model.covar_module(self.model.transform_inputs(c), Xp).to_dense()
-                             for c in self.X_pool.split(1024)])  # (n, p) prior
+        k_all_p = torch.cat(
+            [self.model.covar_module(self.model.transform_inputs(c), Xp).to_dense() for c in self.X_pool.split(1024)]
+        )  # (n, p) prior
         C_np = k_all_p - self._Vp.T @ self._Vp[:, rows]  # (n, p) posterior
         A = C_np[rows] + torch.diag_embed(self._noise_pool[rows])
         L = torch.linalg.cholesky(A)
@@ -268,8 +273,10 @@ class NIPVStrategy(BotorchStrategy):
         else:
             gp = SingleTaskGP(X, y, train_Yvar=yvar)
         with torch.enable_grad():
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp), optimizer_kwargs={
-                "options": {"maxiter": self.fit_maxiter}, "timeout_sec": timeout_s})
+            fit_gpytorch_mll(
+                ExactMarginalLogLikelihood(gp.likelihood, gp),
+                optimizer_kwargs={"options": {"maxiter": self.fit_maxiter}, "timeout_sec": timeout_s},
+            )
         return gp.eval(), noise
 
     def _acqf(

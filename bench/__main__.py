@@ -65,8 +65,14 @@ def run_bench(name: str, quick: bool, results: Path, env: dict) -> dict:
         summary = f"{name}: FAILED (exit {proc.returncode}): " + (proc.stderr.strip().splitlines() or ["?"])[-1]
     elif not ok:
         summary = f"{name}: FAILED (no summary line or no JSON written); last line: {summary}"
-    return {"name": name, "ok": ok, "seconds": seconds, "summary": summary, "json": wrote,
-            "returncode": proc.returncode}
+    return {
+        "name": name,
+        "ok": ok,
+        "seconds": seconds,
+        "summary": summary,
+        "json": wrote,
+        "returncode": proc.returncode,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     names = select(args.only, args.all)
     results = Path(args.results or os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               CSLAB_BENCH_RESULTS=str(results))
+    env = dict(
+        os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CSLAB_BENCH_RESULTS=str(results)
+    )
     t0 = time.perf_counter()
     rows = []
     for name in names:
@@ -93,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         status, wrote = "ok" if r["ok"] else "FAIL", "yes" if r["json"] else "no"
         print(f"{r['name']:>12} {status:>6} {r['seconds']:>8.1f} {wrote:>5}")
     skipped = [b for b in BENCHES if b not in names]
-    print(f"{len(rows)} benches in {time.perf_counter() - t0:.0f} s{' (quick sizes)' if args.quick else ''}; "
-          f"results and logs in {results}" + (f"; not run: {', '.join(skipped)}" if skipped else ""))
+    print(
+        f"{len(rows)} benches in {time.perf_counter() - t0:.0f} s{' (quick sizes)' if args.quick else ''}; "
+        f"results and logs in {results}" + (f"; not run: {', '.join(skipped)}" if skipped else "")
+    )
     return 0 if all(r["ok"] for r in rows) else 1
 
 

@@ -68,8 +68,14 @@ def run_one(strategy: str, pool: int, q: int, members: int, seed: int = 0) -> di
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "strategy": strategy, "pool": pool, "q": q, "members": members, "seconds": seconds,
-        "peak_mb": (peak_kb - rss_kb) / 1024, "n": len(qs), "anchors": sum(space.assay(x.assay).is_anchor for x in qs),
+        "strategy": strategy,
+        "pool": pool,
+        "q": q,
+        "members": members,
+        "seconds": seconds,
+        "peak_mb": (peak_kb - rss_kb) / 1024,
+        "n": len(qs),
+        "anchors": sum(space.assay(x.assay).is_anchor for x in qs),
         "cost": space.cost(qs),
     }
 
@@ -101,21 +107,38 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     print(f"{'strategy':>13} {'pool':>6} {'q':>3} {'M':>3} {'seconds':>8} {'peak MB':>8} {'n':>3} {'anchors':>7}")
     for cfg in configs(args.quick):
-        out = subprocess.run([sys.executable, "-m", "bench.acquisition", "--one", json.dumps(cfg)], cwd=ROOT,
-                             capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.acquisition", "--one", json.dumps(cfg)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{row['strategy']:>13} {row['pool']:>6} {row['q']:>3} {row['members']:>3} {row['seconds']:>8.2f} "
-              f"{row['peak_mb']:>8.1f} {row['n']:>3} {row['anchors']:>7}", flush=True)
-    result = {"quick": args.quick, "time_limit_s": LIMIT_S, "widths": WIDTHS, "rows": rows,
-              "max_seconds": max(r["seconds"] for r in rows), "max_peak_mb": max(r["peak_mb"] for r in rows)}
+        print(
+            f"{row['strategy']:>13} {row['pool']:>6} {row['q']:>3} {row['members']:>3} {row['seconds']:>8.2f} "
+            f"{row['peak_mb']:>8.1f} {row['n']:>3} {row['anchors']:>7}",
+            flush=True,
+        )
+    result = {
+        "quick": args.quick,
+        "time_limit_s": LIMIT_S,
+        "widths": WIDTHS,
+        "rows": rows,
+        "max_seconds": max(r["seconds"] for r in rows),
+        "max_peak_mb": max(r["peak_mb"] for r in rows),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     worst_t = max(rows, key=lambda r: r["seconds"])
     worst_m = max(rows, key=lambda r: r["peak_mb"])
-    print(f"acquisition: {len(rows)} proposals; slowest {worst_t['strategy']} pool {worst_t['pool']} q {worst_t['q']} "
-          f"{worst_t['seconds']:.2f} s (limit {LIMIT_S:.0f} s); peak memory {worst_m['peak_mb']:.0f} MB "
-          f"({worst_m['strategy']} pool {worst_m['pool']} q {worst_m['q']} M {worst_m['members']}; limit 1024 MB)")
+    print(
+        f"acquisition: {len(rows)} proposals; slowest {worst_t['strategy']} pool {worst_t['pool']} q {worst_t['q']} "
+        f"{worst_t['seconds']:.2f} s (limit {LIMIT_S:.0f} s); peak memory {worst_m['peak_mb']:.0f} MB "
+        f"({worst_m['strategy']} pool {worst_m['pool']} q {worst_m['q']} M {worst_m['members']}; limit 1024 MB)"
+    )
     return result
 
 

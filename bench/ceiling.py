@@ -87,8 +87,13 @@ def ceiling_strategy(truth: GroundTruth, time_limit_s: float) -> CostAwareStrate
     """The default strategy (``cost_aware`` over ``fisher``, same pacing and blend) at the truth."""
     strategy = CostAwareStrategy(time_limit_s=time_limit_s)
     fisher = strategy.base
-    strategy.base = TruthInformedFisher(truth, time_limit_s=time_limit_s, pool_size=fisher.pool_size,
-                                        chunk_size=fisher.chunk_size, readout_share=fisher.readout_share)
+    strategy.base = TruthInformedFisher(
+        truth,
+        time_limit_s=time_limit_s,
+        pool_size=fisher.pool_size,
+        chunk_size=fisher.chunk_size,
+        readout_share=fisher.readout_share,
+    )
     return strategy
 
 

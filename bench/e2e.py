@@ -153,9 +153,11 @@ def time_imports() -> float:
 
 def time_ray_start() -> tuple[float, float]:
     """Seconds of ``init_ray()`` (local, dashboard off) and of ``ray.shutdown()``, in a fresh interpreter."""
-    code = ("import time, json; t0 = time.perf_counter(); import ray; from loop.distributed import init_ray; "
-            "t1 = time.perf_counter(); init_ray(); t2 = time.perf_counter(); ray.shutdown(); "
-            "print(json.dumps([t2 - t1, time.perf_counter() - t2]))")
+    code = (
+        "import time, json; t0 = time.perf_counter(); import ray; from loop.distributed import init_ray; "
+        "t1 = time.perf_counter(); init_ray(); t2 = time.perf_counter(); ray.shutdown(); "
+        "print(json.dumps([t2 - t1, time.perf_counter() - t2]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
     start, stop = json.loads(out.stdout.strip().splitlines()[-1])
     return start, stop
@@ -183,8 +185,20 @@ def ledger_digest(run: Path) -> str:
 
 def run_loop(args: argparse.Namespace, out: Path, batched: bool = True) -> dict:
     """Run ``loop.run`` as a subprocess while sampling its process tree's memory."""
-    cmd = [sys.executable, "-m", "loop.run", "--budget", f"{args.budget:g}", "--world", args.world,
-           "--strategy", args.strategy, "--out", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loop.run",
+        "--budget",
+        f"{args.budget:g}",
+        "--world",
+        args.world,
+        "--strategy",
+        args.strategy,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     config = out.parent / f"{out.name}.toml"
     config.write_text(config_text(args.quick, batched))
     cmd += ["--config", str(config)]
@@ -195,10 +209,17 @@ def run_loop(args: argparse.Namespace, out: Path, batched: bool = True) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{stderr[-2000:]}")
-    return {"command": " ".join(["python", *cmd[1:]]), "wall_s": wall, "peak_rss_gb": mem.peak_kb / 2**20,
-            "peak_pss_gb": mem.peak_pss_kb / 2**20, "loadavg_1min_after": os.getloadavg()[0],
-            "peak_processes": mem.peak_procs, "processes_seen": len(mem.seen), "memory_samples": mem.samples,
-            "summary_line": stdout.strip().splitlines()[-1] if stdout.strip() else ""}
+    return {
+        "command": " ".join(["python", *cmd[1:]]),
+        "wall_s": wall,
+        "peak_rss_gb": mem.peak_kb / 2**20,
+        "peak_pss_gb": mem.peak_pss_kb / 2**20,
+        "loadavg_1min_after": os.getloadavg()[0],
+        "peak_processes": mem.peak_procs,
+        "processes_seen": len(mem.seen),
+        "memory_samples": mem.samples,
+        "summary_line": stdout.strip().splitlines()[-1] if stdout.strip() else "",
+    }
 
 
 def stage_breakdown(run: Path) -> dict:
@@ -212,8 +233,11 @@ def stage_breakdown(run: Path) -> dict:
     later = m[m["round"] >= 1]
     shares = (later["acquire_s"] / later["wall_s"]).to_numpy()
     return {
-        "rounds": len(m), "spent": float(m["spent"].iloc[-1]), "identifiability": float(m["identifiability"].iloc[-1]),
-        "per_round": per_round, "totals": {s: float(m[s].sum()) for s in (*STAGES, "wall_s")},
+        "rounds": len(m),
+        "spent": float(m["spent"].iloc[-1]),
+        "identifiability": float(m["identifiability"].iloc[-1]),
+        "per_round": per_round,
+        "totals": {s: float(m[s].sum()) for s in (*STAGES, "wall_s")},
         "acq_share_total": float(later["acquire_s"].sum() / later["wall_s"].sum()) if len(later) else 0.0,
         "acq_share_max": float(shares.max()) if len(shares) else 0.0,
     }
@@ -240,15 +264,28 @@ def main(argv: list[str] | None = None) -> dict:
     new = results["batched"]
     if "per_member" in results:
         old = results["per_member"]
-        print(f"ratio batched / per-member (same run): wall {new['wall_s'] / old['wall_s']:.2f}, fit "
-              f"{new['totals']['fit_s'] / old['totals']['fit_s']:.2f}, peak PSS "
-              f"{new['peak_pss_gb'] / old['peak_pss_gb']:.2f}, peak RSS {new['peak_rss_gb'] / old['peak_rss_gb']:.2f}")
+        print(
+            f"ratio batched / per-member (same run): wall {new['wall_s'] / old['wall_s']:.2f}, fit "
+            f"{new['totals']['fit_s'] / old['totals']['fit_s']:.2f}, peak PSS "
+            f"{new['peak_pss_gb'] / old['peak_pss_gb']:.2f}, peak RSS {new['peak_rss_gb'] / old['peak_rss_gb']:.2f}"
+        )
     result = {
-        "quick": args.quick, "budget": args.budget, "world": args.world, "strategy": args.strategy, **new,
-        "baseline": results.get("per_member"), "imports_s": imports_s, "ray_start_s": ray_start_s,
-        "ray_shutdown_s": ray_stop_s, "cpus": os.cpu_count(),
-        "targets": {"wall_s": TARGET_WALL_S, "aim_wall_s": AIM_WALL_S, "peak_pss_gb": TARGET_MEM_GB,
-                    "acq_share": TARGET_ACQ_SHARE},
+        "quick": args.quick,
+        "budget": args.budget,
+        "world": args.world,
+        "strategy": args.strategy,
+        **new,
+        "baseline": results.get("per_member"),
+        "imports_s": imports_s,
+        "ray_start_s": ray_start_s,
+        "ray_shutdown_s": ray_stop_s,
+        "cpus": os.cpu_count(),
+        "targets": {
+            "wall_s": TARGET_WALL_S,
+            "aim_wall_s": AIM_WALL_S,
+            "peak_pss_gb": TARGET_MEM_GB,
+            "acq_share": TARGET_ACQ_SHARE,
+        },
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp_json = RESULTS.with_suffix(".json.tmp")
@@ -259,12 +296,14 @@ def main(argv: list[str] | None = None) -> dict:
     def verdict(value: float, target: float) -> str:
         return "meets" if value <= target else f"misses by {value / target:.2f}x"
 
-    print(f"e2e: budget {args.budget:g} on {args.world}: wall {new['wall_s']:.0f} s "
-          f"(target {TARGET_WALL_S:.0f} s: {verdict(new['wall_s'], TARGET_WALL_S)}; aim {AIM_WALL_S:.0f} s), "
-          f"peak PSS sum {new['peak_pss_gb']:.2f} GB ({verdict(new['peak_pss_gb'], TARGET_MEM_GB)}; RSS sum "
-          f"{new['peak_rss_gb']:.2f} GB), acquisition "
-          f"{100 * new['acq_share_total']:.0f}% of a round, max {100 * new['acq_share_max']:.0f}% "
-          f"({verdict(new['acq_share_total'], TARGET_ACQ_SHARE)} 30%)")
+    print(
+        f"e2e: budget {args.budget:g} on {args.world}: wall {new['wall_s']:.0f} s "
+        f"(target {TARGET_WALL_S:.0f} s: {verdict(new['wall_s'], TARGET_WALL_S)}; aim {AIM_WALL_S:.0f} s), "
+        f"peak PSS sum {new['peak_pss_gb']:.2f} GB ({verdict(new['peak_pss_gb'], TARGET_MEM_GB)}; RSS sum "
+        f"{new['peak_rss_gb']:.2f} GB), acquisition "
+        f"{100 * new['acq_share_total']:.0f}% of a round, max {100 * new['acq_share_max']:.0f}% "
+        f"({verdict(new['acq_share_total'], TARGET_ACQ_SHARE)} 30%)"
+    )
     return result
 
 
@@ -282,16 +321,24 @@ def measure(args: argparse.Namespace, batched: bool, startup_s: float) -> dict:
     writes_s = run["wall_s"] - staged - startup_s
     print(f"{'round':>5} {'fit s':>7} {'score s':>7} {'acq s':>7} {'meas s':>7} {'round s':>7} {'acq %':>6}")
     for r in stages["per_round"]:
-        print(f"{r['round']:>5} {r['fit_s']:>7.2f} {r['score_s']:>7.2f} {r['acquire_s']:>7.2f} {r['measure_s']:>7.2f} "
-              f"{r['wall_s']:>7.2f} {100 * r['acquire_s'] / r['wall_s']:>6.1f}")
-    print(f"{'total':>5} {t['fit_s']:>7.2f} {t['score_s']:>7.2f} {t['acquire_s']:>7.2f} {t['measure_s']:>7.2f} "
-          f"{t['wall_s']:>7.2f}")
-    print(f"wall {run['wall_s']:.1f} s = stages {staged:.1f} + imports and Ray start/shutdown {startup_s:.1f} "
-          f"(timed apart) + writes/held-out sets/report {writes_s:.1f}")
-    print(f"peak RSS summed over {run['peak_processes']} processes: {run['peak_rss_gb']:.2f} GB; peak PSS sum "
-          f"{run['peak_pss_gb']:.2f} GB ({run['processes_seen']} processes seen, {run['memory_samples']} samples; "
-          f"load average {run['loadavg_1min_after']:.1f} on {os.cpu_count()} CPUs); identifiability "
-          f"{stages['identifiability']:.3f}; ledger sha256 {digest}")
+        print(
+            f"{r['round']:>5} {r['fit_s']:>7.2f} {r['score_s']:>7.2f} {r['acquire_s']:>7.2f} {r['measure_s']:>7.2f} "
+            f"{r['wall_s']:>7.2f} {100 * r['acquire_s'] / r['wall_s']:>6.1f}"
+        )
+    print(
+        f"{'total':>5} {t['fit_s']:>7.2f} {t['score_s']:>7.2f} {t['acquire_s']:>7.2f} {t['measure_s']:>7.2f} "
+        f"{t['wall_s']:>7.2f}"
+    )
+    print(
+        f"wall {run['wall_s']:.1f} s = stages {staged:.1f} + imports and Ray start/shutdown {startup_s:.1f} "
+        f"(timed apart) + writes/held-out sets/report {writes_s:.1f}"
+    )
+    print(
+        f"peak RSS summed over {run['peak_processes']} processes: {run['peak_rss_gb']:.2f} GB; peak PSS sum "
+        f"{run['peak_pss_gb']:.2f} GB ({run['processes_seen']} processes seen, {run['memory_samples']} samples; "
+        f"load average {run['loadavg_1min_after']:.1f} on {os.cpu_count()} CPUs); identifiability "
+        f"{stages['identifiability']:.3f}; ledger sha256 {digest}"
+    )
     return {**run, **stages, "writes_other_s": writes_s, "ledger_sha256": digest}
 
 

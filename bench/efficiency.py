@@ -114,8 +114,10 @@ def ratio_text(h: Headline) -> str:
 def tables(res: pd.DataFrame, rng: np.random.Generator) -> dict[str, dict[str, list[Headline]]]:
     """Headline rows per metric and reference (references absent from the study are skipped)."""
     present = set(res["strategy"])
-    return {metric: {ref: headline(res, rng, column=col, reference=ref) for ref in REFERENCES if ref in present}
-            for metric, col in METRICS.items()}
+    return {
+        metric: {ref: headline(res, rng, column=col, reference=ref) for ref in REFERENCES if ref in present}
+        for metric, col in METRICS.items()
+    }
 
 
 def best(rows: list[Headline], exclude: str) -> Headline | None:
@@ -136,8 +138,9 @@ def share_of_ceiling(h: Headline, top: Headline | None) -> float:
     return float((1.0 - r) / (1.0 - top.ratio)) if np.isfinite(r) else float("nan")
 
 
-def run_study(study: Path, strategies: list[str], seeds: int, base: RunConfig, workers: int | None,
-              with_ceiling: bool = False) -> list[dict]:
+def run_study(
+    study: Path, strategies: list[str], seeds: int, base: RunConfig, workers: int | None, with_ceiling: bool = False
+) -> list[dict]:
     """Run (or resume) the comparison's unfinished runs (and the ceiling's), seed by seed; returns the outcomes."""
     specs = compare.plan(study, strategies, seeds, base)
     specs.sort(key=lambda s: (s.config["seed"], strategies.index(s.config["strategy"])))
@@ -169,9 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=None, help=f"study folder ({STUDY.relative_to(ROOT)}; quick: a temporary one)")
     ap.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
     ap.add_argument("--no-run", action="store_true", help="only summarise the runs already finished")
-    ap.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=None,
-                    help="also run the truth-informed ceiling (bench.ceiling) and report each strategy's share of "
-                         "the distance from random to it (default: on; off with --quick)")
+    ap.add_argument(
+        "--ceiling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the truth-informed ceiling (bench.ceiling) and report each strategy's share of "
+        "the distance from random to it (default: on; off with --quick)",
+    )
     args = ap.parse_args(argv)
     q = args.quick
     with_ceiling = (not q) if args.ceiling is None else args.ceiling
@@ -185,9 +192,18 @@ def main(argv: list[str] | None = None) -> dict:
     study = Path(args.out) if args.out else (tmp / "study" if tmp else STUDY)
     t0 = time.perf_counter()
     try:
-        outcomes = [] if args.no_run else run_study(
-            study, strategies, seeds, RunConfig.from_dict({"budget": budget, "world": world, **(QUICK if q else {})}),
-            args.workers, with_ceiling)
+        outcomes = (
+            []
+            if args.no_run
+            else run_study(
+                study,
+                strategies,
+                seeds,
+                RunConfig.from_dict({"budget": budget, "world": world, **(QUICK if q else {})}),
+                args.workers,
+                with_ceiling,
+            )
+        )
         res, done_seeds = paired_results(study, strategies, with_ceiling)
         heads = tables(res, np.random.default_rng(0))
     finally:
@@ -195,63 +211,104 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - t0
 
-    final = res.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")[["identifiability",
-                                                                                               "risk", "spent"]].mean()
+    final = (
+        res.sort_values("round")
+        .groupby(["strategy", "seed"])
+        .last()
+        .groupby("strategy")[["identifiability", "risk", "spent"]]
+        .mean()
+    )
     cols = [(m, r) for m in METRICS for r in REFERENCES if r in heads[m]]
-    print(f"budget to reach the reference's level at {budget:g} units, as a ratio to the reference's own need "
-          f"(geometric mean over {len(done_seeds)} paired seeds {done_seeds}, 95% bootstrap CI)")
-    print(f"{'strategy':>13} " + " ".join(f"{m[:5] + ' vs ' + r:>27}" for m, r in cols) + f" {'final id':>8} "
-          f"{'final risk':>10}")
+    print(
+        f"budget to reach the reference's level at {budget:g} units, as a ratio to the reference's own need "
+        f"(geometric mean over {len(done_seeds)} paired seeds {done_seeds}, 95% bootstrap CI)"
+    )
+    print(
+        f"{'strategy':>13} " + " ".join(f"{m[:5] + ' vs ' + r:>27}" for m, r in cols) + f" {'final id':>8} "
+        f"{'final risk':>10}"
+    )
     for s in (h.strategy for h in heads["identifiability"]["random"]):
         cells = [ratio_text(heads[m][r][[h.strategy for h in heads[m][r]].index(s)]) for m, r in cols]
-        print(f"{s:>13} " + " ".join(f"{c:>27}" for c in cells) + f" {final.loc[s, 'identifiability']:>8.3f} "
-              f"{final.loc[s, 'risk']:>10.3f}")
+        print(
+            f"{s:>13} " + " ".join(f"{c:>27}" for c in cells) + f" {final.loc[s, 'identifiability']:>8.3f} "
+            f"{final.loc[s, 'risk']:>10.3f}"
+        )
     shares = {}
     if with_ceiling and ceiling.NAME in final.index:
         print("share of the distance from random to the ceiling (1 = as good as the truth-informed design):")
         for m in METRICS:
             rows = heads[m]["random"]
             top_c = next((h for h in rows if h.strategy == ceiling.NAME), None)
-            shares[m] = {h.strategy: share_of_ceiling(h, top_c) for h in rows
-                         if h.strategy not in ("random", ceiling.NAME)}
-            print(f"  {m:>15}: ceiling {ratio_text(top_c) if top_c else 'none'}; " + ", ".join(
-                f"{k} {v:.2f}" for k, v in shares[m].items()))
+            shares[m] = {
+                h.strategy: share_of_ceiling(h, top_c) for h in rows if h.strategy not in ("random", ceiling.NAME)
+            }
+            print(
+                f"  {m:>15}: ceiling {ratio_text(top_c) if top_c else 'none'}; "
+                + ", ".join(f"{k} {v:.2f}" for k, v in shares[m].items())
+            )
     failed = [o for o in outcomes if o["status"] == "failed"]
     partial = len(done_seeds) < seeds
     top = best(heads["identifiability"]["random"], "random")
     top_risk = best(heads["risk"]["random"], "random")
-    top_grid = best(heads["identifiability"]["dose_grid"], "dose_grid") if "dose_grid" in heads["identifiability"] \
-        else None
+    top_grid = (
+        best(heads["identifiability"]["dose_grid"], "dose_grid") if "dose_grid" in heads["identifiability"] else None
+    )
     result = {
-        "quick": q, "world": world, "budget": budget, "strategies": strategies, "seeds_asked": seeds,
-        "seeds_used": done_seeds, "partial": partial, "failed_runs": [o["run"] for o in failed],
-        "study": str(study), "wall_s": wall, "final_mean": final.reset_index().to_dict("records"),
+        "quick": q,
+        "world": world,
+        "budget": budget,
+        "strategies": strategies,
+        "seeds_asked": seeds,
+        "seeds_used": done_seeds,
+        "partial": partial,
+        "failed_runs": [o["run"] for o in failed],
+        "study": str(study),
+        "wall_s": wall,
+        "final_mean": final.reset_index().to_dict("records"),
         "headline": {m: {r: [h.__dict__ for h in rows] for r, rows in by_ref.items()} for m, by_ref in heads.items()},
         "best_identifiability_vs_random": top.__dict__ if top else None,
         "best_risk_vs_random": top_risk.__dict__ if top_risk else None,
         "best_identifiability_vs_dose_grid": top_grid.__dict__ if top_grid else None,
-        "target_ratio": TARGET, "aim_ratio": AIM, "share_of_ceiling": shares,
+        "target_ratio": TARGET,
+        "aim_ratio": AIM,
+        "share_of_ceiling": shares,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp_json = RESULTS.with_suffix(".json.tmp")
     tmp_json.write_text(json.dumps(result, indent=2, default=float))
     tmp_json.replace(RESULTS)
     print(f"wrote {RESULTS}" + (f"; study {study}" if not tmp else ""))
-    note = f"{len(done_seeds)} of {seeds} seeds" + (" (PARTIAL)" if partial else "") + (
-        f", {len(failed)} runs failed" if failed else "")
+    note = (
+        f"{len(done_seeds)} of {seeds} seeds"
+        + (" (PARTIAL)" if partial else "")
+        + (f", {len(failed)} runs failed" if failed else "")
+    )
     if top is None:
-        closest = max((h for h in heads["identifiability"]["random"] if h.strategy != "random"),
-                      key=lambda h: h.final_mean, default=None)
+        closest = max(
+            (h for h in heads["identifiability"]["random"] if h.strategy != "random"),
+            key=lambda h: h.final_mean,
+            default=None,
+        )
         ref = heads["identifiability"]["random"][0]
-        near = (f"; closest {closest.strategy}: ratio {ratio_text(closest)}, final identifiability "
-                f"{closest.final_mean:.3f} vs random's {ref.final_mean:.3f}") if closest else ""
-        print(f"efficiency: no strategy reaches random's identifiability at {budget:g} on every seed (target <= 0.5: "
-              f"missed){near}; {note}")
+        near = (
+            (
+                f"; closest {closest.strategy}: ratio {ratio_text(closest)}, final identifiability "
+                f"{closest.final_mean:.3f} vs random's {ref.final_mean:.3f}"
+            )
+            if closest
+            else ""
+        )
+        print(
+            f"efficiency: no strategy reaches random's identifiability at {budget:g} on every seed (target <= 0.5: "
+            f"missed){near}; {note}"
+        )
     else:
         verdict = "meets" if top.ratio <= TARGET else f"misses by {top.ratio / TARGET:.2f}x"
         risk = f"{top_risk.strategy} {ratio_text(top_risk)}" if top_risk else "none reaches on every seed"
-        print(f"efficiency: best {top.strategy} needs {ratio_text(top)} x random's budget for random's "
-              f"identifiability at {budget:g} (target <= 0.5: {verdict}; aim 0.33); risk: best {risk}; {note}")
+        print(
+            f"efficiency: best {top.strategy} needs {ratio_text(top)} x random's budget for random's "
+            f"identifiability at {budget:g} (target <= 0.5: {verdict}; aim 0.33); risk: best {risk}; {note}"
+        )
     return result
 
 

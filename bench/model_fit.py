@@ -59,24 +59,38 @@ def main() -> None:
     t = time.perf_counter()
     s = model.fit(data)
     cold = s["seconds_max"]
-    print(f"cold fit: {time.perf_counter() - t:.2f} s wall; member max {s['seconds_max']:.2f} s "
-          f"(cpu {max(m['cpu_seconds'] for m in s['members']):.2f} s); "
-          f"steps {[m['steps'] for m in s['members']]}")
+    print(
+        f"cold fit: {time.perf_counter() - t:.2f} s wall; member max {s['seconds_max']:.2f} s "
+        f"(cpu {max(m['cpu_seconds'] for m in s['members']):.2f} s); "
+        f"steps {[m['steps'] for m in s['members']]}"
+    )
     t = time.perf_counter()
     s = model.fit(data)
     warm = s["seconds_max"]
-    print(f"warm fit: {time.perf_counter() - t:.2f} s wall; member max {s['seconds_max']:.2f} s "
-          f"(cpu {max(m['cpu_seconds'] for m in s['members']):.2f} s)")
+    print(
+        f"warm fit: {time.perf_counter() - t:.2f} s wall; member max {s['seconds_max']:.2f} s "
+        f"(cpu {max(m['cpu_seconds'] for m in s['members']):.2f} s)"
+    )
     rep = score(model, truth=world.truth)
-    print(f"index {rep.index:.3f}; parts {({k: round(v, 3) for k, v in rep.parts.items()})}")
-    result = {"quick": args.quick, "preset": args.preset, "budget": args.budget, "queries": len(qs),
-              "measure_s": t_meas, "cold_fit_s": cold, "warm_fit_s": warm, "index": float(rep.index),
-              "target_s": TARGET_S}
+    print(f"index {rep.index:.3f}; parts { ({k: round(v, 3) for k, v in rep.parts.items()}) }")
+    result = {
+        "quick": args.quick,
+        "preset": args.preset,
+        "budget": args.budget,
+        "queries": len(qs),
+        "measure_s": t_meas,
+        "cold_fit_s": cold,
+        "warm_fit_s": warm,
+        "index": float(rep.index),
+        "target_s": TARGET_S,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     verdict = "quick sizes: no" if args.quick else "meets" if cold <= TARGET_S else f"misses by {cold / TARGET_S:.2f}x"
-    print(f"model_fit: one member on {args.preset} at budget {args.budget:g}: cold {cold:.2f} s ({verdict} the "
-          f"{TARGET_S:g} s target), warm {warm:.2f} s, identifiability {rep.index:.3f}")
+    print(
+        f"model_fit: one member on {args.preset} at budget {args.budget:g}: cold {cold:.2f} s ({verdict} the "
+        f"{TARGET_S:g} s target), warm {warm:.2f} s, identifiability {rep.index:.3f}"
+    )
 
 
 if __name__ == "__main__":

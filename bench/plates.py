@@ -106,10 +106,10 @@ def run(seeds: int = 10, preset: str = "small") -> dict[str, np.ndarray]:
         positive = queries[-1].perturbation  # the top dose of the last compound
         measured, mapping, neg = naive_layout(queries, positive)
         out["naive"].append(response_error(world, queries, measured, mapping, [neg]))
-        out["random+edges"].append(response_error(world, queries, *random_layout(queries, positive, world.space,
-                                                                                   "use", s)))
-        out["random"].append(response_error(world, queries, *random_layout(queries, positive, world.space,
-                                                                             "empty", s)))
+        out["random+edges"].append(
+            response_error(world, queries, *random_layout(queries, positive, world.space, "use", s))
+        )
+        out["random"].append(response_error(world, queries, *random_layout(queries, positive, world.space, "empty", s)))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -128,14 +128,20 @@ def main() -> None:
         print(f"  {name:14s} mean {e.mean():.4f}  sd {e.std():.4f}  ratio naive/this {ratio:.2f}")
     wins = np.mean(errs["random"] < errs["naive"])
     print(f"  random (edge-avoiding) beats naive on {wins:.0%} of seeds; {time.perf_counter() - t0:.1f} s")
-    result = {"quick": args.quick, "seeds": args.seeds, "preset": args.preset, "wins_random_over_naive": float(wins),
-              "rmse": {k: {"mean": float(e.mean()), "sd": float(e.std()), "per_seed": e.tolist()}
-                       for k, e in errs.items()}}
+    result = {
+        "quick": args.quick,
+        "seeds": args.seeds,
+        "preset": args.preset,
+        "wins_random_over_naive": float(wins),
+        "rmse": {k: {"mean": float(e.mean()), "sd": float(e.std()), "per_seed": e.tolist()} for k, e in errs.items()},
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     ratio = errs["naive"].mean() / errs["random"].mean()
-    print(f"plates: randomised edge-avoiding layouts cut the dose-response RMSE {ratio:.2f}x vs naive "
-          f"(beats naive on {wins:.0%} of {args.seeds} seeds)")
+    print(
+        f"plates: randomised edge-avoiding layouts cut the dose-response RMSE {ratio:.2f}x vs naive "
+        f"(beats naive on {wins:.0%} of {args.seeds} seeds)"
+    )
 
 
 if __name__ == "__main__":

@@ -46,17 +46,51 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         screen = Path(tmp) / "screen.h5ad"
-        export_main(["--world", "small", "--design", "random", "--n", str(n), "--out", str(screen), "--seed", "0",
-                     "--assays", "scrna,molecular,cite_seq", "--replicates", "2"])
+        export_main(
+            [
+                "--world",
+                "small",
+                "--design",
+                "random",
+                "--n",
+                str(n),
+                "--out",
+                str(screen),
+                "--seed",
+                "0",
+                "--assays",
+                "scrna,molecular,cite_seq",
+                "--replicates",
+                "2",
+            ]
+        )
         for seed in range(seeds):
             for strategy in strategies:
-                cfg = RunConfig(oracle="lab", data=str(screen), budget=budget, batch_size=6, n_members=3,
-                                strategy=strategy, seed=seed, initial_size=6, heldout_per_axis=4)
+                cfg = RunConfig(
+                    oracle="lab",
+                    data=str(screen),
+                    budget=budget,
+                    batch_size=6,
+                    n_members=3,
+                    strategy=strategy,
+                    seed=seed,
+                    initial_size=6,
+                    heldout_per_axis=4,
+                )
                 m = Study.create(Path(tmp) / f"{strategy}-{seed}", cfg).run()
-                rows.append({"strategy": strategy, "seed": seed, "identifiability": float(m.identifiability.iloc[-1]),
-                             "risk": float(m.risk.iloc[-1])})
-                print(f"{strategy:>12} seed {seed}: identifiability {rows[-1]['identifiability']:.3f}  "
-                      f"risk {rows[-1]['risk']:.3f}", flush=True)
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "seed": seed,
+                        "identifiability": float(m.identifiability.iloc[-1]),
+                        "risk": float(m.risk.iloc[-1]),
+                    }
+                )
+                print(
+                    f"{strategy:>12} seed {seed}: identifiability {rows[-1]['identifiability']:.3f}  "
+                    f"risk {rows[-1]['risk']:.3f}",
+                    flush=True,
+                )
     summary = {}
     base = {r["seed"]: r for r in rows if r["strategy"] == "random"}
     print(f"\n{'strategy':>12} {'ident':>7} {'risk':>7} {'Δident vs random':>17} {'Δrisk vs random':>16}")
@@ -64,19 +98,26 @@ def main(argv: list[str] | None = None) -> dict:
         mine = [r for r in rows if r["strategy"] == s]
         d_id = [r["identifiability"] - base[r["seed"]]["identifiability"] for r in mine]
         d_risk = [r["risk"] - base[r["seed"]]["risk"] for r in mine]
-        summary[s] = {"identifiability": float(np.mean([r["identifiability"] for r in mine])),
-                      "risk": float(np.mean([r["risk"] for r in mine])),
-                      "delta_identifiability": float(np.mean(d_id)), "delta_risk": float(np.mean(d_risk)),
-                      "seeds_better": int(sum(d > 0 for d in d_id))}
-        print(f"{s:>12} {summary[s]['identifiability']:7.3f} {summary[s]['risk']:7.3f} "
-              f"{summary[s]['delta_identifiability']:+17.3f} {summary[s]['delta_risk']:+16.3f}")
+        summary[s] = {
+            "identifiability": float(np.mean([r["identifiability"] for r in mine])),
+            "risk": float(np.mean([r["risk"] for r in mine])),
+            "delta_identifiability": float(np.mean(d_id)),
+            "delta_risk": float(np.mean(d_risk)),
+            "seeds_better": int(sum(d > 0 for d in d_id)),
+        }
+        print(
+            f"{s:>12} {summary[s]['identifiability']:7.3f} {summary[s]['risk']:7.3f} "
+            f"{summary[s]['delta_identifiability']:+17.3f} {summary[s]['delta_risk']:+16.3f}"
+        )
     RESULTS.mkdir(exist_ok=True)
     out = {"seeds": seeds, "budget": budget, "conditions": n, "rows": rows, "summary": summary}
     (RESULTS / "pool.json").write_text(json.dumps(out, indent=2))
     best = max((s for s in strategies if s != "random"), key=lambda s: summary[s]["delta_identifiability"])
-    print(f"pool: best {best} identifiability {summary[best]['identifiability']:.3f} vs random "
-          f"{summary['random']['identifiability']:.3f} (better on {summary[best]['seeds_better']}/{seeds} seeds), "
-          f"risk {summary[best]['risk']:.3f} vs {summary['random']['risk']:.3f}")
+    print(
+        f"pool: best {best} identifiability {summary[best]['identifiability']:.3f} vs random "
+        f"{summary['random']['identifiability']:.3f} (better on {summary[best]['seeds_better']}/{seeds} seeds), "
+        f"risk {summary[best]['risk']:.3f} vs {summary['random']['risk']:.3f}"
+    )
     return out
 
 

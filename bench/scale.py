@@ -70,8 +70,14 @@ class Stage:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, _rss_mb())
-        self.table.append({"stage": self.name, "seconds": seconds, "peak_above_mb": self.peak - self.before,
-                           "rss_after_mb": _rss_mb()})
+        self.table.append(
+            {
+                "stage": self.name,
+                "seconds": seconds,
+                "peak_above_mb": self.peak - self.before,
+                "rss_after_mb": _rss_mb(),
+            }
+        )
 
 
 def one_round(args: argparse.Namespace) -> tuple[list[dict], dict, object, object]:
@@ -101,10 +107,16 @@ def one_round(args: argparse.Namespace) -> tuple[list[dict], dict, object, objec
     with Stage("propose", rows):
         proposed = acquisition.get("cost_aware")(time_limit_s=10.0).propose(model, space, data, 16, 1e9, rng)
     facts = {
-        "genes": int(world.config.n_genes), "programs": int(world.config.n_programs), "targets": len(space.targets),
-        "contexts": len(space.contexts), "queries": len(queries), "cost": float(space.cost(queries)),
-        "rows": {m: list(b.X.shape) for m, b in data.modalities.items()}, "proposed": len(proposed),
-        "identifiability": float(report.index), "fit_steps": [m["steps"] for m in fit["members"]],
+        "genes": int(world.config.n_genes),
+        "programs": int(world.config.n_programs),
+        "targets": len(space.targets),
+        "contexts": len(space.contexts),
+        "queries": len(queries),
+        "cost": float(space.cost(queries)),
+        "rows": {m: list(b.X.shape) for m, b in data.modalities.items()},
+        "proposed": len(proposed),
+        "identifiability": float(report.index),
+        "fit_steps": [m["steps"] for m in fit["members"]],
     }
     return rows, facts, space, data
 
@@ -160,22 +172,35 @@ def main(argv: list[str] | None = None) -> dict:
     args.steps = args.steps or (20 if args.quick else 60)
 
     rows, facts, space, data = one_round(args)
-    print(f"one round on the {args.world} world: {facts['genes']} genes, {facts['targets']} targets, "
-          f"{facts['contexts']} contexts; {facts['queries']} queries (cost {facts['cost']:.1f}), "
-          f"{args.members} members x {args.steps} steps")
+    print(
+        f"one round on the {args.world} world: {facts['genes']} genes, {facts['targets']} targets, "
+        f"{facts['contexts']} contexts; {facts['queries']} queries (cost {facts['cost']:.1f}), "
+        f"{args.members} members x {args.steps} steps"
+    )
     print(f"{'stage':>12} {'seconds':>8} {'peak MB':>8} {'RSS MB':>8}")
     for r in rows:
         print(f"{r['stage']:>12} {r['seconds']:>8.2f} {r['peak_above_mb']:>8.0f} {r['rss_after_mb']:>8.0f}")
     fan = fan_out(args, space, data)
-    print(f"fan-out: {args.fanout_members} members x {args.steps} steps on Ray (start + warm-up "
-          f"{fan['ray_start_and_warmup_s']:.1f} s, not counted)")
+    print(
+        f"fan-out: {args.fanout_members} members x {args.steps} steps on Ray (start + warm-up "
+        f"{fan['ray_start_and_warmup_s']:.1f} s, not counted)"
+    )
     for label in ("1 worker", "2 workers"):
         print(f"{label:>12} {fan[label]['seconds']:>8.2f} s")
     round_rows = [r for r in rows if r["stage"] != "build world"]
     round_s = sum(r["seconds"] for r in round_rows)
-    result = {"quick": args.quick, "world": args.world, "members": args.members, "steps": args.steps,
-              "fanout_members": args.fanout_members, **facts, "stages": rows, "round_s": round_s,
-              "fanout": fan, "cpus": os.cpu_count()}
+    result = {
+        "quick": args.quick,
+        "world": args.world,
+        "members": args.members,
+        "steps": args.steps,
+        "fanout_members": args.fanout_members,
+        **facts,
+        "stages": rows,
+        "round_s": round_s,
+        "fanout": fan,
+        "cpus": os.cpu_count(),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
@@ -183,11 +208,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {RESULTS}")
     worst = max(round_rows, key=lambda r: r["peak_above_mb"])
     split = "/".join(f"{r['seconds']:.1f}" for r in round_rows)
-    print(f"scale: one round on {args.world} ({facts['genes']} genes, {facts['targets']} targets) in {round_s:.1f} s "
-          f"(measure/fit/score/propose {split} s), peak +"
-          f"{worst['peak_above_mb']:.0f} MB in {worst['stage']}; fan-out of {args.fanout_members} fits: 1 worker "
-          f"{fan['1 worker']['seconds']:.1f} s, 2 workers {fan['2 workers']['seconds']:.1f} s = "
-          f"{fan['speedup']:.2f}x faster")
+    print(
+        f"scale: one round on {args.world} ({facts['genes']} genes, {facts['targets']} targets) in {round_s:.1f} s "
+        f"(measure/fit/score/propose {split} s), peak +"
+        f"{worst['peak_above_mb']:.0f} MB in {worst['stage']}; fan-out of {args.fanout_members} fits: 1 worker "
+        f"{fan['1 worker']['seconds']:.1f} s, 2 workers {fan['2 workers']['seconds']:.1f} s = "
+        f"{fan['speedup']:.2f}x faster"
+    )
     return result
 
 

@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     world = make_world("default", seed=args.seed, n_genes=n_genes, cells_per_well=cells_per_well)
     rng = np.random.default_rng(args.seed + 1)
-    queries = [Query(q.perturbation, q.time_h, q.context, "scrna")
-               for q in world.space.sample(n_queries, rng, assays=["scrna"])]
+    queries = [
+        Query(q.perturbation, q.time_h, q.context, "scrna")
+        for q in world.space.sample(n_queries, rng, assays=["scrna"])
+    ]
     world.measure(queries[:2])  # warm up imports and caches
 
     batch = {}
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     # the faster of the two raw timings so it never flatters the simulator.
     def chunked() -> None:
         for s in range(0, n_cells, cells_per_well):
-            draw_rng.negative_binomial(theta[s:s + cells_per_well], p[s:s + cells_per_well])
+            draw_rng.negative_binomial(theta[s : s + cells_per_well], p[s : s + cells_per_well])
 
     t_chunk = _best_of(chunked, args.repeats)
     t_raw = min(t_one, t_chunk)
@@ -83,22 +85,35 @@ def main(argv: list[str] | None = None) -> dict:
     sim_rate, raw_rate = n / t_sim, n / t_raw
     ratio = sim_rate / raw_rate
     result = {
-        "cells": n_cells, "genes": n_genes, "entries": n,
-        "simulate_s": t_sim, "raw_nb_s": t_raw, "raw_nb_one_call_s": t_one, "raw_nb_per_well_s": t_chunk,
-        "sim_counts_per_s": sim_rate, "raw_nb_draws_per_s": raw_rate, "ratio": ratio,
-        "quick": args.quick, "threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
-        "python": platform.python_version(), "numpy": np.__version__,
+        "cells": n_cells,
+        "genes": n_genes,
+        "entries": n,
+        "simulate_s": t_sim,
+        "raw_nb_s": t_raw,
+        "raw_nb_one_call_s": t_one,
+        "raw_nb_per_well_s": t_chunk,
+        "sim_counts_per_s": sim_rate,
+        "raw_nb_draws_per_s": raw_rate,
+        "ratio": ratio,
+        "quick": args.quick,
+        "threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(RESULTS)
     print(f"scRNA simulation : {n_cells} cells x {n_genes} genes in {t_sim:.2f} s = {sim_rate:.3g} counts/s")
-    print(f"numpy raw NB     : {n} draws in {t_one:.2f} s as one call, {t_chunk:.2f} s per well; "
-          f"best {raw_rate:.3g} draws/s")
+    print(
+        f"numpy raw NB     : {n} draws in {t_one:.2f} s as one call, {t_chunk:.2f} s per well; "
+        f"best {raw_rate:.3g} draws/s"
+    )
     print(f"wrote {RESULTS}")
-    print(f"simulator: {sim_rate:.3g} counts/s = {ratio:.2f} x raw NB rate "
-          f"({'meets' if ratio >= 0.5 else 'below'} the 0.5 aim), {t_sim:.2f} s for {n_cells} x {n_genes}")
+    print(
+        f"simulator: {sim_rate:.3g} counts/s = {ratio:.2f} x raw NB rate "
+        f"({'meets' if ratio >= 0.5 else 'below'} the 0.5 aim), {t_sim:.2f} s for {n_cells} x {n_genes}"
+    )
     return result
 
 

@@ -49,8 +49,7 @@ class ModalityData:
         self.var_names = tuple(self.var_names)
         if self.X.ndim != 2 or self.X.shape != (len(self.obs), len(self.var_names)):
             raise ValueError(
-                f"ModalityData: X has shape {self.X.shape}, expected "
-                f"({len(self.obs)}, {len(self.var_names)})"
+                f"ModalityData: X has shape {self.X.shape}, expected ({len(self.obs)}, {len(self.var_names)})"
             )
         missing = [c for c in keys.OBS_COLUMNS if c not in self.obs.columns]
         if missing:

@@ -28,9 +28,7 @@ class Perturbation:
         targets = tuple(str(t) for t in self.targets)
         doses = tuple(float(d) for d in self.doses)
         if len(targets) != len(doses):
-            raise ValueError(
-                f"Perturbation has {len(targets)} targets but {len(doses)} doses"
-            )
+            raise ValueError(f"Perturbation has {len(targets)} targets but {len(doses)} doses")
         if len(set(targets)) != len(targets):
             raise ValueError(f"Perturbation repeats a target: {'+'.join(targets)}")
         order = sorted(range(len(targets)), key=lambda i: targets[i])
@@ -93,9 +91,7 @@ class Perturbation:
         try:
             doses = [float(p) for p in parts]
         except ValueError:
-            raise ValueError(
-                f"dose {dose_label!r} of {label!r} is not numeric; write doses as '1.0+0.5'"
-            ) from None
+            raise ValueError(f"dose {dose_label!r} of {label!r} is not numeric; write doses as '1.0+0.5'") from None
         return cls(tuple(names), tuple(doses))
 
     def to_dict(self) -> dict:

@@ -92,8 +92,13 @@ class PlateFormat:
 
     def row_record(self, plate: str, r: int, c: int) -> dict:
         """The position columns of one well's table row."""
-        return {"plate": plate, "well": self.well_name(r, c), "row": self.row_letter(r), "column": c + 1,
-                "edge": self.is_edge(r, c)}
+        return {
+            "plate": plate,
+            "well": self.well_name(r, c),
+            "row": self.row_letter(r),
+            "column": c + 1,
+            "edge": self.is_edge(r, c),
+        }
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,9 @@ def write_plates(layout: PlateLayout, out_dir: str | Path, round_index: int | No
         stem = folder / f"plate-{i:02d}"
         atomic_write_bytes(stem.with_suffix(".csv"), plate.to_csv(index=False).encode())
         atomic_write_bytes(stem.with_suffix(".toml"), plate_toml(plate).encode())
-        atomic_write_bytes(stem.with_suffix(".png"), plate_png(plate, layout.plate_format.n_rows,
-                                                               layout.plate_format.n_cols))
+        atomic_write_bytes(
+            stem.with_suffix(".png"), plate_png(plate, layout.plate_format.n_rows, layout.plate_format.n_cols)
+        )
         written += [stem.with_suffix(s) for s in (".csv", ".toml", ".png")]
     return written
 
@@ -179,8 +180,14 @@ def read_wellmap(path: str | Path) -> pd.DataFrame:
     import wellmap
 
     df = wellmap.load(str(path))
-    out = pd.DataFrame({keys.PLATE: df["plate"].astype(str), keys.WELL: df["well0"].astype(str),
-                        "row": df["row"].astype(str), "column": df["col_j"].astype(int) + 1})
+    out = pd.DataFrame(
+        {
+            keys.PLATE: df["plate"].astype(str),
+            keys.WELL: df["well0"].astype(str),
+            "row": df["row"].astype(str),
+            "column": df["col_j"].astype(int) + 1,
+        }
+    )
     for k in _TOML_KEYS:
         out[k] = df[k] if k in df.columns else np.nan
     for c in (*_STRING_META, keys.QUERY_ID, "role"):
@@ -231,8 +238,16 @@ def plate_png(plate: pd.DataFrame, n_rows: int, n_cols: int) -> bytes:
         r, c = ord(row["row"]) - ord("A"), int(row["column"]) - 1
         role = row["role"]
         face = {EMPTY: "white", NEGATIVE: "#d9d9d9", POSITIVE: "#404040"}.get(role) or colour[row[keys.PERTURBATION]]
-        ax.add_patch(Circle((c, r), 0.44, facecolor=face, edgecolor="#999999" if role == EMPTY else "black",
-                                linewidth=0.5, linestyle=":" if role == EMPTY else "-"))
+        ax.add_patch(
+            Circle(
+                (c, r),
+                0.44,
+                facecolor=face,
+                edgecolor="#999999" if role == EMPTY else "black",
+                linewidth=0.5,
+                linestyle=":" if role == EMPTY else "-",
+            )
+        )
         if role == SAMPLE:
             pert = row[keys.PERTURBATION]
             if big:
@@ -242,10 +257,19 @@ def plate_png(plate: pd.DataFrame, n_rows: int, n_cols: int) -> bytes:
                 text = f"{name}\n{_short_dose(row[keys.DOSE_VALUE])}"
             ax.text(c, r, text, ha="center", va="center", fontsize=fs)
         elif role in (NEGATIVE, POSITIVE):
-            ax.text(c, r, "N" if role == NEGATIVE else "P", ha="center", va="center", fontsize=fs + 2,
-                    color="black" if role == NEGATIVE else "white", fontweight="bold")
-    ax.add_patch(Rectangle((0.5, 0.5), n_cols - 2, n_rows - 2, fill=False, linestyle="--", linewidth=0.8,
-                               edgecolor="#1f77b4"))
+            ax.text(
+                c,
+                r,
+                "N" if role == NEGATIVE else "P",
+                ha="center",
+                va="center",
+                fontsize=fs + 2,
+                color="black" if role == NEGATIVE else "white",
+                fontweight="bold",
+            )
+    ax.add_patch(
+        Rectangle((0.5, 0.5), n_cols - 2, n_rows - 2, fill=False, linestyle="--", linewidth=0.8, edgecolor="#1f77b4")
+    )
     ax.set_xlim(-0.6, n_cols - 0.4)
     ax.set_ylim(n_rows - 0.4, -0.6)
     ax.set_aspect("equal")
@@ -257,9 +281,11 @@ def plate_png(plate: pd.DataFrame, n_rows: int, n_cols: int) -> bytes:
     assays = ", ".join(sorted(set(filled[keys.ASSAY])))
     ax.set_title(f"{plate[keys.PLATE].iloc[0]}   {contexts}   {assays}", fontsize=10, pad=18)
     handles = [Patch(facecolor=colour[lab], edgecolor="black", label=lab) for lab in labels[:30]]
-    handles += [Patch(facecolor="#d9d9d9", edgecolor="black", label="N: negative control"),
-                Patch(facecolor="#404040", edgecolor="black", label="P: positive control"),
-                Patch(facecolor="white", edgecolor="#999999", linestyle=":", label="empty")]
+    handles += [
+        Patch(facecolor="#d9d9d9", edgecolor="black", label="N: negative control"),
+        Patch(facecolor="#404040", edgecolor="black", label="P: positive control"),
+        Patch(facecolor="white", edgecolor="#999999", linestyle=":", label="empty"),
+    ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -34,7 +34,15 @@ META_COLUMNS = (
 _STRING_META = tuple(c for c in META_COLUMNS if c != keys.TIME)
 #: Every column of a plate table, in order. ``edge`` marks the outer ring.
 TABLE_COLUMNS = (
-    keys.PLATE, keys.WELL, "row", "column", "edge", "role", keys.QUERY_ID, keys.REPLICATE, *META_COLUMNS,
+    keys.PLATE,
+    keys.WELL,
+    "row",
+    "column",
+    "edge",
+    "role",
+    keys.QUERY_ID,
+    keys.REPLICATE,
+    *META_COLUMNS,
 )
 
 
@@ -81,8 +89,9 @@ def row_query(row: pd.Series | dict) -> Query:
     where = f"plate {row[keys.PLATE]} well {row[keys.WELL]}"
     try:
         pert = Perturbation.parse(row[keys.PERTURBATION], row[keys.DOSE_VALUE])
-        q = Query(pert, float(row[keys.TIME]), Context(str(row[keys.CELL_LINE]), str(row[keys.SITE])),
-                  str(row[keys.ASSAY]))
+        q = Query(
+            pert, float(row[keys.TIME]), Context(str(row[keys.CELL_LINE]), str(row[keys.SITE])), str(row[keys.ASSAY])
+        )
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: metadata does not describe a query: {e}") from None
     if str(row[keys.QUERY_ID]) != q.query_id:
@@ -148,8 +157,9 @@ class PlateLayout:
         t = self.rows_of(roles)
         return {
             (qid, int(rep)): (plate, well)
-            for qid, rep, plate, well in zip(t[keys.QUERY_ID], t[keys.REPLICATE], t[keys.PLATE], t[keys.WELL],
-                                             strict=True)
+            for qid, rep, plate, well in zip(
+                t[keys.QUERY_ID], t[keys.REPLICATE], t[keys.PLATE], t[keys.WELL], strict=True
+            )
         }
 
     def _queries(self, roles: Iterable[str]) -> list[Query]:

@@ -51,8 +51,9 @@ class DesignSpace:
     held_out_target_sets: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "held_out_target_sets",
-                           tuple(sorted({tuple(sorted(ts)) for ts in self.held_out_target_sets})))
+        object.__setattr__(
+            self, "held_out_target_sets", tuple(sorted({tuple(sorted(ts)) for ts in self.held_out_target_sets}))
+        )
         object.__setattr__(self, "held_out_contexts", tuple(self.held_out_contexts))
         object.__setattr__(self, "pool", tuple(q.with_replicates(1) for q in self.pool))
         object.__setattr__(self, "targets", tuple(self.targets))
@@ -154,9 +155,7 @@ class DesignSpace:
             kind = self.target(name).kind
             lo, hi = self.dose_ranges[kind]
             if not math.isfinite(dose) or not lo <= dose <= hi:
-                raise ValueError(
-                    f"{where}: dose {dose} {kind.dose_unit} of {name} is out of range [{lo}, {hi}]"
-                )
+                raise ValueError(f"{where}: dose {dose} {kind.dose_unit} of {name} is out of range [{lo}, {hi}]")
         if not math.isfinite(query.time_h) or query.time_h < 0:
             raise ValueError(f"{where}: time {query.time_h} h must be finite and >= 0")
         lo_t, hi_t = self.time_range_h
@@ -165,16 +164,15 @@ class DesignSpace:
         if query.assay not in self.assay_index:
             raise ValueError(f"{where}: unknown assay {query.assay!r}; known: {list(self.assay_index)}")
         if query.context not in self.context_index:
-            raise ValueError(
-                f"{where}: unknown context {query.context.cell_line}/{query.context.site}"
-            )
+            raise ValueError(f"{where}: unknown context {query.context.cell_line}/{query.context.site}")
         if query.replicates < 1:
             raise ValueError(f"{where}: replicates must be >= 1, got {query.replicates}")
         if p.targets in self.held_out_target_sets:
             raise ValueError(f"{where}: combination {p.label} is held out for evaluation")
         if query.context in self.held_out_contexts:
-            raise ValueError(f"{where}: context {query.context.cell_line}/{query.context.site} is held out for "
-                             "evaluation")
+            raise ValueError(
+                f"{where}: context {query.context.cell_line}/{query.context.site} is held out for evaluation"
+            )
         if self.pool and query.query_id not in self.pool_ids:
             raise ValueError(f"{where}: condition is not in the candidate pool (the measured data)")
         return query
@@ -287,8 +285,11 @@ class DesignSpace:
         """
         contexts = list(contexts) if contexts is not None else self.open_contexts
         if self.pool:
-            return [q for q in self.pool if q.perturbation.order in orders
-                    and (assays is None or q.assay in assays) and q.context in contexts]
+            return [
+                q
+                for q in self.pool
+                if q.perturbation.order in orders and (assays is None or q.assay in assays) and q.context in contexts
+            ]
         assays = list(assays) if assays is not None else [a.name for a in self.assays]
         perts: list[Perturbation] = []
         for order in orders:
@@ -300,10 +301,7 @@ class DesignSpace:
                 series = [self.dose_series(t.name, n_doses) for t in combo]
                 for doses in product(*series):
                     perts.append(Perturbation(tuple(t.name for t in combo), tuple(doses)))
-        return [
-            Query(p, float(t), c, a)
-            for p, t, c, a in product(perts, times_h, contexts, assays)
-        ]
+        return [Query(p, float(t), c, a) for p, t, c, a in product(perts, times_h, contexts, assays)]
 
     # ------------------------------------------------------------- encoding
     @cached_property

@@ -104,8 +104,9 @@ def apply_rule(queries: Sequence[Query], rule: HoldOut, report: dict | None = No
         else:
             train.append(i)
     rep = {"n_train": len(train), "n_test": len(test), "n_dropped": len(dropped), **(report or {})}
-    return Split(rule.axis, tuple(train), tuple(test), tuple(dropped), _ids(queries, train), _ids(queries, test),
-                 rule, rep)
+    return Split(
+        rule.axis, tuple(train), tuple(test), tuple(dropped), _ids(queries, train), _ids(queries, test), rule, rep
+    )
 
 
 def _check(queries: Sequence[Query], frac: float, where: str) -> None:
@@ -241,7 +242,9 @@ def split_doses(
                 if t in trained:
                     gaps.append(float(np.min(np.abs(np.asarray(trained[t]) - _log_dose(d)))))
     split.report.update(
-        mode=mode, band_low=band[0], band_high=min(band[1], 1.0),
+        mode=mode,
+        band_low=band[0],
+        band_high=min(band[1], 1.0),
         similarity=float(np.mean(gaps)) if gaps else float("nan"),
         coverage=float(np.mean(covered)) if covered else float("nan"),
     )
@@ -250,7 +253,10 @@ def split_doses(
 
 # ------------------------------------------------------------------------ time
 def split_times(
-    queries: Sequence[Query], rng: np.random.Generator | None = None, *, frac: float = 0.25,
+    queries: Sequence[Query],
+    rng: np.random.Generator | None = None,
+    *,
+    frac: float = 0.25,
     cutoff_h: float | None = None,
 ) -> Split:
     """Hold out the later time points: every query after ``cutoff_h`` is test.
@@ -282,8 +288,9 @@ def split_times(
     split = apply_rule(queries, HoldOut("time", is_test, is_test))
     last = max((queries[i].time_h for i in split.train), default=float("nan"))
     gaps = [queries[i].time_h - last for i in split.test]
-    split.report.update(cutoff_h=cut, similarity=float(np.mean(gaps)) if gaps else float("nan"),
-                        coverage=float(len(split.train) > 0))
+    split.report.update(
+        cutoff_h=cut, similarity=float(np.mean(gaps)) if gaps else float("nan"), coverage=float(len(split.train) > 0)
+    )
     return split
 
 
@@ -400,14 +407,22 @@ def split_targets(
     pos = {n: i for i, n in enumerate(names)}
     trained = {t for i in split.train for t in queries[i].perturbation.targets}
     cross = [S[pos[a], pos[b]] for a in trained for b in held_f]
-    split.report.update(n_held_out=len(held_f), threshold=threshold,
-                        similarity=float(max(cross, default=0.0)), coverage=len(trained) / len(names))
+    split.report.update(
+        n_held_out=len(held_f),
+        threshold=threshold,
+        similarity=float(max(cross, default=0.0)),
+        coverage=len(trained) / len(names),
+    )
     return split
 
 
 # --------------------------------------------------------------------- context
 def split_contexts(
-    queries: Sequence[Query], rng: np.random.Generator, *, by: str = "cell_line", n_held_out: int = 1,
+    queries: Sequence[Query],
+    rng: np.random.Generator,
+    *,
+    by: str = "cell_line",
+    n_held_out: int = 1,
     held_out: Sequence[str] | None = None,
 ) -> Split:
     """Hold out whole cell lines (or sites).
@@ -479,8 +494,12 @@ def queries_of_obs(obs: pd.DataFrame) -> list[Query]:
     """
     first = obs.drop_duplicates(keys.QUERY_ID)
     return [
-        Query(Perturbation.parse(r[keys.PERTURBATION], r[keys.DOSE_VALUE]), float(r[keys.TIME]),
-              Context(str(r[keys.CELL_LINE]), str(r[keys.SITE])), str(r[keys.ASSAY]))
+        Query(
+            Perturbation.parse(r[keys.PERTURBATION], r[keys.DOSE_VALUE]),
+            float(r[keys.TIME]),
+            Context(str(r[keys.CELL_LINE]), str(r[keys.SITE])),
+            str(r[keys.ASSAY]),
+        )
         for _, r in first.iterrows()
     ]
 
@@ -505,8 +524,13 @@ def split_batch(
         :func:`queries_of_obs` of the concatenated obs.
 
     """
-    obs = pd.concat([m.obs[[keys.QUERY_ID, *[c for c in keys.OBS_COLUMNS if c != keys.QUERY_ID]]]
-                     for m in batch.modalities.values()], ignore_index=True)
+    obs = pd.concat(
+        [
+            m.obs[[keys.QUERY_ID, *[c for c in keys.OBS_COLUMNS if c != keys.QUERY_ID]]]
+            for m in batch.modalities.values()
+        ],
+        ignore_index=True,
+    )
     queries = queries_of_obs(obs)
     ids = [str(i) for i in obs.drop_duplicates(keys.QUERY_ID)[keys.QUERY_ID]]
     split = splitter(queries, rng, **kwargs)
@@ -518,7 +542,14 @@ def split_batch(
             bad |= {str(q) for q in qids if side.get(str(q)) == "train"}
     train = tuple(i for i in split.train if ids[i] not in bad)
     dropped = tuple(sorted(set(split.dropped) | {i for i in split.train if ids[i] in bad}))
-    split = Split(split.axis, train, split.test, dropped, tuple(ids[i] for i in train),
-                  tuple(ids[i] for i in split.test), split.rule,
-                  {**split.report, "n_train": len(train), "n_dropped": len(dropped), "n_straddling": len(bad)})
+    split = Split(
+        split.axis,
+        train,
+        split.test,
+        dropped,
+        tuple(ids[i] for i in train),
+        tuple(ids[i] for i in split.test),
+        split.rule,
+        {**split.report, "n_train": len(train), "n_dropped": len(dropped), "n_straddling": len(bad)},
+    )
     return split, batch.subset(split.train_ids), batch.subset(split.test_ids)

@@ -80,8 +80,14 @@ def check_arguments(strategies: list[str], seeds: int, models: list[str] | None 
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
 
 
-def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig,
-         location: str | None = None, models: list[str] | None = None) -> list[RunSpec]:
+def plan(
+    out: str | Path,
+    strategies: list[str],
+    seeds: int,
+    base: RunConfig,
+    location: str | None = None,
+    models: list[str] | None = None,
+) -> list[RunSpec]:
     """The runs of a comparison, checking any existing run folder against them.
 
     Args:
@@ -108,9 +114,11 @@ def plan(out: str | Path, strategies: list[str], seeds: int, base: RunConfig,
             stored = {**RunConfig().to_dict(), **normalise(read_json(root / "config.json").get("config", {}))}
             bad = [key for key in IDENTITY_KEYS if stored.get(key) != cfg[key]]
             if bad:
-                raise ValueError(f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "
-                                 f"{', '.join(f'{b}={cfg[b]!r}' for b in bad)}; use another --out or the same "
-                                 "settings")
+                raise ValueError(
+                    f"{root} was made with {', '.join(f'{b}={stored.get(b)!r}' for b in bad)}, not "
+                    f"{', '.join(f'{b}={cfg[b]!r}' for b in bad)}; use another --out or the same "
+                    "settings"
+                )
         specs.append(RunSpec(root, cfg, str(join(location, "runs", root.name)) if location else None))
     return specs
 
@@ -163,8 +171,12 @@ def run_one(spec: RunSpec, prepare: Callable[[object], None] | None = None) -> d
             prepare(study)
         metrics = study.run()
     last = metrics.iloc[-1] if len(metrics) else None
-    return {"run": spec.name, "rounds": len(metrics), "node": _node(),
-            "identifiability": float(last["identifiability"]) if last is not None else float("nan")}
+    return {
+        "run": spec.name,
+        "rounds": len(metrics),
+        "node": _node(),
+        "identifiability": float(last["identifiability"]) if last is not None else float("nan"),
+    }
 
 
 def _node() -> str:
@@ -178,8 +190,14 @@ def _note_attempt(folder: Path) -> None:
     """Append this attempt (node, host, time) to the run's ``attempts.json``: where it ran, and how often."""
     path = folder / ATTEMPTS_FILE
     attempts = read_json(path) if path.is_file() else []
-    attempts.append({"node": _node(), "host": socket.gethostname(), "pid": os.getpid(),
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    attempts.append(
+        {
+            "node": _node(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
     write_json(path, attempts)
 
 
@@ -193,9 +211,14 @@ def _guarded(runner: Callable[[RunSpec], dict], spec: RunSpec) -> dict:
     return {"run": spec.name, **out, "wall_s": time.perf_counter() - t0}
 
 
-def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, use_ray: bool = True,
-            workers: int | None = None, address: str | None = None,
-            on_done: Callable[[dict], None] | None = None) -> list[dict]:
+def execute(
+    specs: list[RunSpec],
+    runner: Callable[[RunSpec], dict] = run_one,
+    use_ray: bool = True,
+    workers: int | None = None,
+    address: str | None = None,
+    on_done: Callable[[dict], None] | None = None,
+) -> list[dict]:
     """Run the unfinished specs (Ray tasks, one CPU each, in parallel), skipping finished ones.
 
     Args:
@@ -248,8 +271,12 @@ def execute(specs: list[RunSpec], runner: Callable[[RunSpec], dict] = run_one, u
             try:
                 outcome = ray.get(ready[0])
             except ray.exceptions.RayError as exc:  # lost RUN_RETRIES + 1 times: report it, keep the others
-                outcome = {"run": spec.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                           "wall_s": float("nan")}
+                outcome = {
+                    "run": spec.name,
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "wall_s": float("nan"),
+                }
             done(outcome, spec)
     finally:
         if started:
@@ -287,12 +314,16 @@ def summarise(out: str | Path, seed: int = 0) -> pd.DataFrame:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     d = RunConfig()
-    p = argparse.ArgumentParser(prog="python -m loop.compare",
-                                description="Compare acquisition strategies over seeds; resumable.")
+    p = argparse.ArgumentParser(
+        prog="python -m loop.compare", description="Compare acquisition strategies over seeds; resumable."
+    )
     p.add_argument("--strategies", required=True, help="comma-separated strategy names, e.g. random,eig")
-    p.add_argument("--models", default=None,
-                   help="comma-separated models, each run with every strategy and ranked in the report, "
-                        "e.g. csl,mean,additive,linear (default: the config's model, csl)")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated models, each run with every strategy and ranked in the report, "
+        "e.g. csl,mean,additive,linear (default: the config's model, csl)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per strategy, 0 .. N-1 (3)")
     p.add_argument("--budget", type=float, default=None, help=f"budget per run, cost units ({d.budget:g})")
     p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({d.world})")
@@ -324,17 +355,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _study(args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], base: RunConfig,
-           models: list[str] | None) -> int:
+def _study(
+    args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], base: RunConfig, models: list[str] | None
+) -> int:
     """Run the comparison in the study folder ``copy`` stands for; returns the exit code."""
-    specs = plan(copy.folder, strategies, args.seeds, base, location=args.out if copy.remote else None,
-                 models=models)
+    specs = plan(copy.folder, strategies, args.seeds, base, location=args.out if copy.remote else None, models=models)
     for spec in specs:
         RunConfig.from_dict(spec.config).validate()
     if args.address and not copy.remote:
-        print(f"note: each run writes {args.out}/runs/... on the node that runs it; on a cluster without a shared "
-              "filesystem give --out a storage URI (s3://bucket/study, gs://...) so the driver sees every run",
-              file=sys.stderr)
+        print(
+            f"note: each run writes {args.out}/runs/... on the node that runs it; on a cluster without a shared "
+            "filesystem give --out a storage URI (s3://bucket/study, gs://...) so the driver sees every run",
+            file=sys.stderr,
+        )
     t0, n = time.perf_counter(), len(specs)
     seen = []
 
@@ -343,8 +376,11 @@ def _study(args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], b
         copy.save()  # status.json
         if args.quiet:
             return
-        extra = {"finished": f"{o.get('rounds', '?')} rounds, identifiability {o.get('identifiability', np.nan):.3f}",
-                 "skipped": "already finished", "failed": o.get("error", "")}[o["status"]]
+        extra = {
+            "finished": f"{o.get('rounds', '?')} rounds, identifiability {o.get('identifiability', np.nan):.3f}",
+            "skipped": "already finished",
+            "failed": o.get("error", ""),
+        }[o["status"]]
         print(f"[{len(seen)}/{n}] {o['run']} {o['status']}: {extra} ({o['wall_s']:.0f} s)", flush=True)
 
     try:
@@ -363,8 +399,10 @@ def _study(args: argparse.Namespace, copy: WorkingCopy, strategies: list[str], b
         print(f"error: {str(exc).replace(str(copy.folder), display(args.out))}", file=sys.stderr)
         return 1
     print(summary.to_string(index=False))
-    print(f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; "
-          f"report: {display(join(args.out, 'report.html'))}")
+    print(
+        f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; "
+        f"report: {display(join(args.out, 'report.html'))}"
+    )
     return 1 if failed else 0
 
 

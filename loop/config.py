@@ -13,8 +13,23 @@ from pathlib import Path
 WORLDS = ("small", "default", "large")
 ORACLES = ("sim", "lab", "plates")
 #: Keys of config.json that must match when a run is resumed.
-IDENTITY_KEYS = ("seed", "world", "oracle", "strategy", "budget", "batch_size", "n_members", "data", "data_mapping",
-                 "costs", "world_overrides", "model", "model_options", "strategy_options", "plugins")
+IDENTITY_KEYS = (
+    "seed",
+    "world",
+    "oracle",
+    "strategy",
+    "budget",
+    "batch_size",
+    "n_members",
+    "data",
+    "data_mapping",
+    "costs",
+    "world_overrides",
+    "model",
+    "model_options",
+    "strategy_options",
+    "plugins",
+)
 
 
 class SettingError(ValueError):
@@ -133,15 +148,17 @@ class RunConfig:
         from simulators.lab_formats import read_options
 
         read_options(self.data_mapping)  # unknown keys or wrong types: a one-line error
-        check_options(f"model {self.model!r}", MODELS.get(self.model), self.model_options,
-                      fixed=("space", "n_members", "seed"))
+        check_options(
+            f"model {self.model!r}", MODELS.get(self.model), self.model_options, fixed=("space", "n_members", "seed")
+        )
         if "time_limit_s" in self.strategy_options:
             raise ValueError(f"strategy {self.strategy!r}: time_limit_s is set by the run, not in its options")
         try:  # building a strategy is cheap, and it checks its own options (cost_aware passes some to its base)
             STRATEGIES.get(self.strategy)(time_limit_s=self.time_limit_s, **self.strategy_options)
         except TypeError as exc:
-            raise ValueError(f"unknown options of strategy {self.strategy!r}: {sorted(self.strategy_options)} "
-                             f"({exc})") from None
+            raise ValueError(
+                f"unknown options of strategy {self.strategy!r}: {sorted(self.strategy_options)} ({exc})"
+            ) from None
         for name, cost in self.costs.items():
             if not float(cost) > 0:
                 raise ValueError(f"cost of assay {name!r} must be positive, got {cost}")

@@ -34,7 +34,9 @@ def init_ray(address: str | None = None, workers: int | None = None) -> bool:
         return False
     os.environ.update({k: os.environ.get(k, v) for k, v in THREAD_ENV.items()})
     kwargs: dict = dict(
-        include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
         runtime_env={"env_vars": dict(THREAD_ENV)},
     )
     address = address or os.environ.get("RAY_ADDRESS")
@@ -93,8 +95,9 @@ class OracleClient:
         local: Call the oracle in this process instead of a Ray actor.
     """
 
-    def __init__(self, factory: Callable[[], object], attempts: int = 4, backoff_s: float = 0.5,
-                 local: bool = False) -> None:
+    def __init__(
+        self, factory: Callable[[], object], attempts: int = 4, backoff_s: float = 0.5, local: bool = False
+    ) -> None:
         self.attempts, self.backoff_s = attempts, backoff_s
         self._local = factory() if local else None
         self._actor = None if local else OracleActor.remote(factory)

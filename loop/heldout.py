@@ -73,8 +73,7 @@ class HeldOut:
     def __init__(self, root: str | Path, space: DesignSpace, seed: int, n_per_axis: int = 8) -> None:
         self.dir = Path(root) / "heldout"
         rng = np.random.default_rng([seed, 0x4E1D])
-        self.sets = (pool_stress_sets(space, rng, n_per_axis) if space.pool
-                     else make_stress_sets(space, rng, n_per_axis))
+        self.sets = pool_stress_sets(space, rng, n_per_axis) if space.pool else make_stress_sets(space, rng, n_per_axis)
         self._blocks = stress_blocks(self.sets)
         held_ids = {q.query_id for qs in self.sets.values() for q in qs}
         self.blocked: Callable[[Query], bool] = lambda q: q.query_id in held_ids or self._blocks(q)
@@ -89,8 +88,9 @@ class HeldOut:
     @property
     def held_target_sets(self) -> tuple:
         """Target sets of the held-out combinations (never proposed at any dose)."""
-        return tuple(sorted({q.perturbation.targets for qs in self.sets.values() for q in qs
-                             if q.perturbation.order >= 2}))
+        return tuple(
+            sorted({q.perturbation.targets for qs in self.sets.values() for q in qs if q.perturbation.order >= 2})
+        )
 
     def restrict(self, space: DesignSpace) -> DesignSpace:
         """The space to propose from: held-out contexts and combinations closed, pool less blocked conditions."""
@@ -99,8 +99,9 @@ class HeldOut:
         pool = tuple(q for q in space.pool if not self.blocked(q))
         if space.pool and not pool:
             raise SettingError("every condition of the data is held out for evaluation; lower heldout_per_axis")
-        return dataclasses.replace(space, pool=pool, held_out_contexts=self.held_contexts,
-                                   held_out_target_sets=self.held_target_sets)
+        return dataclasses.replace(
+            space, pool=pool, held_out_contexts=self.held_contexts, held_out_target_sets=self.held_target_sets
+        )
 
     def specimens(self) -> set[str]:
         """Specimens the stress sets used (lab data: never handed out again)."""

@@ -34,10 +34,32 @@ from loop.storage import read_json, read_table
 from simulators.lab_formats import COUNT_MODALITIES, DataFormatError
 from simulators.obs import specimen_meta
 
-CHECKED_META = (keys.QUERY_ID, keys.PERTURBATION, keys.DOSE_VALUE, keys.DOSE_UNIT, keys.TIME, keys.CELL_LINE,
-                keys.SITE, keys.ASSAY)
-NON_FEATURES = {keys.PLATE, keys.WELL, keys.MODALITY, keys.UNIT, keys.REPLICATE, "row", "column", "role", "edge",
-                keys.TIME_UNIT, keys.BATCH, keys.SPECIMEN, keys.ROUND, *CHECKED_META}
+CHECKED_META = (
+    keys.QUERY_ID,
+    keys.PERTURBATION,
+    keys.DOSE_VALUE,
+    keys.DOSE_UNIT,
+    keys.TIME,
+    keys.CELL_LINE,
+    keys.SITE,
+    keys.ASSAY,
+)
+NON_FEATURES = {
+    keys.PLATE,
+    keys.WELL,
+    keys.MODALITY,
+    keys.UNIT,
+    keys.REPLICATE,
+    "row",
+    "column",
+    "role",
+    "edge",
+    keys.TIME_UNIT,
+    keys.BATCH,
+    keys.SPECIMEN,
+    keys.ROUND,
+    *CHECKED_META,
+}
 
 
 class ReadoutError(DataFormatError):
@@ -54,9 +76,13 @@ def read_readout(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             df = read_table(path).to_pandas()
         elif path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, encoding="utf-8", dtype={keys.PLATE: str, keys.WELL: str, keys.DOSE_VALUE: str,
-                                                             keys.QUERY_ID: str}, keep_default_na=False,
-                             na_values=["", "NaN", "nan", "NA"])
+            df = pd.read_csv(
+                path,
+                encoding="utf-8",
+                dtype={keys.PLATE: str, keys.WELL: str, keys.DOSE_VALUE: str, keys.QUERY_ID: str},
+                keep_default_na=False,
+                na_values=["", "NaN", "nan", "NA"],
+            )
         else:
             raise ReadoutError(f"{path}: unknown file type {path.suffix!r}; accepted: .csv, .parquet")
     except UnicodeDecodeError as exc:
@@ -109,8 +135,14 @@ def known_features(ledger: Ledger) -> dict[str, tuple[str, ...]]:
     return {m: d.var_names for m, d in ledger.read_round(rounds[-1]).modalities.items()} if rounds else {}
 
 
-def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
-             features_of: dict[str, tuple[str, ...]], allow_missing: bool = False) -> MeasurementBatch:
+def to_batch(
+    df: pd.DataFrame,
+    path: Path,
+    layout: PlateLayout,
+    space: object,
+    features_of: dict[str, tuple[str, ...]],
+    allow_missing: bool = False,
+) -> MeasurementBatch:
     """Check every row against the layout and build the round's batch (see the module docstring)."""
     for col in (keys.PLATE, keys.WELL):
         if col not in df.columns:
@@ -149,8 +181,10 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
         known = {c for cols in features_of.values() for c in cols}
         stray = [c for c in feats if c not in known and df[c].notna().any()]
         if stray:
-            raise ReadoutError(f"{path}: column(s) {stray[:5]} are not features of this run (its modalities: "
-                               f"{ {m: len(v) for m, v in features_of.items()} } features); remove or rename them")
+            raise ReadoutError(
+                f"{path}: column(s) {stray[:5]} are not features of this run (its modalities: "
+                f"{ {m: len(v) for m, v in features_of.items()} } features); remove or rename them"
+            )
     units = df[keys.UNIT] if keys.UNIT in df.columns else None
     seen: set = set()
     groups: dict[str, list] = {}
@@ -169,8 +203,10 @@ def to_batch(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object,
     missing = sorted(expected - measured)
     if missing and not allow_missing:
         qid, rep, mod = missing[0]
-        raise ReadoutError(f"{path}: {len(missing)} readout(s) of the layout are missing, e.g. {mod} of query {qid} "
-                           f"replicate {rep}; pass --allow-missing for partial plates")
+        raise ReadoutError(
+            f"{path}: {len(missing)} readout(s) of the layout are missing, e.g. {mod} of query {qid} "
+            f"replicate {rep}; pass --allow-missing for partial plates"
+        )
     order = {(q.query_id, r): k for k, (q, r) in enumerate(_layout_specimens(layout))}
     out = {}
     for mod, rows in groups.items():
@@ -207,13 +243,16 @@ def _modalities(df: pd.DataFrame, path: Path, rows: list, space: object) -> list
         if keys.MODALITY in df.columns:
             mod = _text(df[keys.MODALITY].iloc[i])
             if mod not in assay_mods:
-                raise ReadoutError(f"{path}: row {i + 2}, column modality: {mod!r} is not measured by assay "
-                                   f"{q.assay} (accepted: {list(assay_mods)})")
+                raise ReadoutError(
+                    f"{path}: row {i + 2}, column modality: {mod!r} is not measured by assay "
+                    f"{q.assay} (accepted: {list(assay_mods)})"
+                )
         elif len(assay_mods) == 1:
             mod = assay_mods[0]
         else:
-            raise ReadoutError(f"{path}: row {i + 2}: assay {q.assay} measures {list(assay_mods)}; "
-                               "add a modality column")
+            raise ReadoutError(
+                f"{path}: row {i + 2}: assay {q.assay} measures {list(assay_mods)}; add a modality column"
+            )
         if mod not in MODALITIES:
             raise ReadoutError(f"{path}: row {i + 2}: unknown modality {mod!r}")
         out.append(mod)
@@ -227,8 +266,10 @@ def _no_duplicate_wells(rows: list, mods: list[str], path: Path) -> None:
         if not plate:
             continue
         if (plate, well, mod) in seen:
-            raise ReadoutError(f"{path}: row {i + 2}: duplicated well {plate}/{well} ({mod}); first at row "
-                               f"{seen[(plate, well, mod)] + 2}; add a unit column for several cells per well")
+            raise ReadoutError(
+                f"{path}: row {i + 2}: duplicated well {plate}/{well} ({mod}); first at row "
+                f"{seen[(plate, well, mod)] + 2}; add a unit column for several cells per well"
+            )
         seen[(plate, well, mod)] = i
 
 
@@ -237,16 +278,21 @@ def _numbers(block: pd.DataFrame, path: Path, idx: list[int], mod: str) -> np.nd
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {_shown(block.iloc[i, j])} is not "
-                           "a finite number")
+        raise ReadoutError(
+            f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {_shown(block.iloc[i, j])} is not a finite number"
+        )
     if mod in COUNT_MODALITIES and (X < 0).any():
         i, j = np.argwhere(X < 0)[0]
-        raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: negative count {X[i, j]:g}; "
-                           f"{mod} counts must be >= 0")
+        raise ReadoutError(
+            f"{path}: row {idx[i] + 2}, column {block.columns[j]}: negative count {X[i, j]:g}; "
+            f"{mod} counts must be >= 0"
+        )
     if mod in COUNT_MODALITIES and (X != np.round(X)).any():
         i, j = np.argwhere(X != np.round(X))[0]
-        raise ReadoutError(f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {X[i, j]:g} is not a whole count; "
-                           f"{mod} is scored with a count likelihood (give raw counts, not normalised values)")
+        raise ReadoutError(
+            f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {X[i, j]:g} is not a whole count; "
+            f"{mod} is scored with a count likelihood (give raw counts, not normalised values)"
+        )
     return X
 
 
@@ -259,8 +305,9 @@ def well_key(well: object) -> str:
 def _check_meta(row: dict, q: object, space: object, where: str) -> None:
     """Metadata given in the readout must agree with the layout's query."""
     if keys.QUERY_ID in row and _text(row[keys.QUERY_ID]) and _text(row[keys.QUERY_ID]) != q.query_id:
-        raise ReadoutError(f"{where}, column query_id: {row[keys.QUERY_ID]!r} does not match the proposal "
-                           f"({q.query_id})")
+        raise ReadoutError(
+            f"{where}, column query_id: {row[keys.QUERY_ID]!r} does not match the proposal ({q.query_id})"
+        )
     if keys.PERTURBATION in row or keys.DOSE_VALUE in row:
         label = _text(row.get(keys.PERTURBATION)) or q.perturbation.label
         try:
@@ -268,8 +315,10 @@ def _check_meta(row: dict, q: object, space: object, where: str) -> None:
         except ValueError as exc:
             raise ReadoutError(f"{where}, column perturbation/dose_value: {exc}") from None
         if p.targets != q.perturbation.targets or not np.allclose(p.doses, q.perturbation.doses, rtol=1e-6):
-            raise ReadoutError(f"{where}: perturbation {p.label} @ {p.dose_label} does not match the layout "
-                               f"({q.perturbation.label} @ {q.perturbation.dose_label})")
+            raise ReadoutError(
+                f"{where}: perturbation {p.label} @ {p.dose_label} does not match the layout "
+                f"({q.perturbation.label} @ {q.perturbation.dose_label})"
+            )
     if keys.DOSE_UNIT in row and _text(row[keys.DOSE_UNIT]):
         want = keys.COMBO_SEP.join(space.target(t).dose_unit for t in q.perturbation.targets)
         if _text(row[keys.DOSE_UNIT]) != want:

@@ -51,9 +51,16 @@ def _grid(n: int, ncols: int, w: float = 4.6, h: float = 3.2) -> tuple[plt.Figur
     return fig, list(axes.flat)
 
 
-def curves(results: pd.DataFrame, columns: list[str], titles: list[str], ylabel: str = "",
-           ncols: int = 3, n_grid: int = 80, bounds: tuple[float, float] | None = None,
-           target: float | None = None) -> str:
+def curves(
+    results: pd.DataFrame,
+    columns: list[str],
+    titles: list[str],
+    ylabel: str = "",
+    ncols: int = 3,
+    n_grid: int = 80,
+    bounds: tuple[float, float] | None = None,
+    target: float | None = None,
+) -> str:
     """Metric vs budget spent per strategy: mean over seeds and its 95% band.
 
     Args:
@@ -95,8 +102,14 @@ def curves(results: pd.DataFrame, columns: list[str], titles: list[str], ylabel:
             ax.fill_between(band["spent"], low, high, color=style[s]["color"], alpha=0.15, lw=0)
         if target is not None and np.isfinite(target):
             ax.axhline(target, color="0.35", lw=1, ls=":")
-            ax.annotate("target: random's mean level with the whole budget", (0.01, target), fontsize=8,
-                        color="0.3", xycoords=("axes fraction", "data"), va="bottom")
+            ax.annotate(
+                "target: random's mean level with the whole budget",
+                (0.01, target),
+                fontsize=8,
+                color="0.3",
+                xycoords=("axes fraction", "data"),
+                va="bottom",
+            )
         ax.set_xlim(0, grid[-1] * 1.02)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -106,8 +119,14 @@ def curves(results: pd.DataFrame, columns: list[str], titles: list[str], ylabel:
             if handles:
                 break
     if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False,
-                   bbox_to_anchor=(0.5, 1.02 + 0.02 * (len(columns) > 3)))
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            ncol=min(len(labels), 5),
+            frameon=False,
+            bbox_to_anchor=(0.5, 1.02 + 0.02 * (len(columns) > 3)),
+        )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return to_data_uri(fig)
 
@@ -124,17 +143,29 @@ def spending(props: pd.DataFrame, anchors: set[str]) -> str:
     style = palette(strategies)
     assays = sorted(props["assay"].unique(), key=lambda a: (a in anchors, a))
     n_seeds = props.groupby("strategy")["seed"].nunique()
-    per = props.groupby(["strategy", "assay"])["cost"].sum().unstack(fill_value=0.0).reindex(
-        index=strategies, columns=assays, fill_value=0.0)
+    per = (
+        props.groupby(["strategy", "assay"])["cost"]
+        .sum()
+        .unstack(fill_value=0.0)
+        .reindex(index=strategies, columns=assays, fill_value=0.0)
+    )
     per = per.div(n_seeds.reindex(strategies), axis=0)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 0.5 * len(strategies) + 3.2),
-                                  gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, (ax, ax2) = plt.subplots(
+        1, 2, figsize=(13, 0.5 * len(strategies) + 3.2), gridspec_kw={"width_ratios": [1.4, 1]}
+    )
     cmap = plt.get_cmap("tab20")
     left = np.zeros(len(strategies))
     for i, a in enumerate(assays):
         vals = per[a].to_numpy()
-        ax.barh(strategies, vals, left=left, color=cmap(i % 20), hatch="//" if a in anchors else None,
-                edgecolor="white", label=f"{a} (anchor)" if a in anchors else a)
+        ax.barh(
+            strategies,
+            vals,
+            left=left,
+            color=cmap(i % 20),
+            hatch="//" if a in anchors else None,
+            edgecolor="white",
+            label=f"{a} (anchor)" if a in anchors else a,
+        )
         left += vals
     ax.set_xlabel("mean cost per seed (cost units); hatched = anchor assays")
     ax.set_title("cost by assay")
@@ -179,9 +210,19 @@ def coverage(points: pd.DataFrame, targets: list[str], time_range_h: tuple[float
         for order, marker in ((1, "o"), (2, "^"), (3, "s")):
             m = (d["order"].to_numpy() == order) if order < 3 else (d["order"].to_numpy() >= 3)
             if m.any():
-                sc = ax.scatter(d["log10_dose"].to_numpy()[m], y[m] + jitter[m], c=d["time"].to_numpy()[m],
-                                cmap="viridis", vmin=time_range_h[0], vmax=time_range_h[1], s=14, alpha=0.75,
-                                marker=marker, label={1: "single", 2: "pair", 3: "triplet+"}[order], lw=0)
+                sc = ax.scatter(
+                    d["log10_dose"].to_numpy()[m],
+                    y[m] + jitter[m],
+                    c=d["time"].to_numpy()[m],
+                    cmap="viridis",
+                    vmin=time_range_h[0],
+                    vmax=time_range_h[1],
+                    s=14,
+                    alpha=0.75,
+                    marker=marker,
+                    label={1: "single", 2: "pair", 3: "triplet+"}[order],
+                    lw=0,
+                )
         ax.set_yticks(range(len(targets)), targets, fontsize=7)
         ax.set_ylim(len(targets) - 0.3, -0.7)
         ax.set_xlabel("log10 dose (µM or strength)")
@@ -200,8 +241,9 @@ def timings(results: pd.DataFrame) -> str:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * len(strategies) + 3.0))
     left = np.zeros(len(strategies))
     for i, st in enumerate(STAGES):
-        vals = np.array([np.nanmean(results.loc[results["strategy"] == s, st]) if st in results else 0.0
-                         for s in strategies])
+        vals = np.array(
+            [np.nanmean(results.loc[results["strategy"] == s, st]) if st in results else 0.0 for s in strategies]
+        )
         vals = np.nan_to_num(vals)
         ax.barh(strategies, vals, left=left, color=plt.get_cmap("Set2")(i), label=st.removesuffix("_s"))
         left += vals

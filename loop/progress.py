@@ -21,9 +21,13 @@ class RunProgress:
         self.budget, self.quiet = budget, quiet
         self.console = console or Console(stderr=True, soft_wrap=True)
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
             TextColumn("{task.completed:.1f}/{task.total:.0f} units"),
-            TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), console=self.console, transient=True,
+            TextColumn("{task.fields[stage]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
         )
         self._task = None
 
@@ -47,8 +51,11 @@ class RunProgress:
         if self._task is None:
             return
         self._progress.update(self._task, completed=min(row["spent"], self.budget))
-        times = "  ".join(f"{k[:-2]} {row[k]:.1f}s" for k in ("fit_s", "score_s", "acquire_s", "measure_s")
-                          if not math.isnan(row.get(k, math.nan)))
+        times = "  ".join(
+            f"{k[:-2]} {row[k]:.1f}s"
+            for k in ("fit_s", "score_s", "acquire_s", "measure_s")
+            if not math.isnan(row.get(k, math.nan))
+        )
         self._progress.console.print(
             f"round {row['round']:>3}  spent {row['spent']:7.1f}/{self.budget:.0f}  "
             f"queries {row['n_queries']:>4}  {score_text(row)}  {times}"

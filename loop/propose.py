@@ -37,13 +37,21 @@ def pending_round(store: RoundStore) -> int:
     rec = store.read_status(last) if last is not None else None
     if rec is None or rec["status"] != RoundStatus.PROPOSED:
         state = "no rounds" if rec is None else f"round {last} is {rec['status'].name.lower()}"
-        raise ValueError(f"{store.root}: no proposed round waits for plates ({state}); "
-                         "run python -m loop.run --resume first")
+        raise ValueError(
+            f"{store.root}: no proposed round waits for plates ({state}); run python -m loop.run --resume first"
+        )
     return last
 
 
-def propose(run: str | Path, plate: int = 96, edge: str = "empty", max_plates: int | None = None,
-            n_negative: int | None = None, n_positive: int | None = None, seed: int | None = None) -> list[Path]:
+def propose(
+    run: str | Path,
+    plate: int = 96,
+    edge: str = "empty",
+    max_plates: int | None = None,
+    n_negative: int | None = None,
+    n_positive: int | None = None,
+    seed: int | None = None,
+) -> list[Path]:
     """Lay the pending round of a run onto plates and write the files.
 
     Returns:
@@ -57,10 +65,12 @@ def propose(run: str | Path, plate: int = 96, edge: str = "empty", max_plates: i
     space = DesignSpace.from_dict(cfg["space"])
     r = pending_round(store)
     seed = cfg["config"]["seed"] if seed is None else seed
-    config = LayoutConfig(plate_size=plate, edge=edge, max_plates=max_plates, n_negative=n_negative,
-                          n_positive=n_positive)
-    layout = layout_plates(store.read_proposal(r), config, np.random.default_rng([seed, r, 0x91A7E]),
-                           space=space, round_index=r)
+    config = LayoutConfig(
+        plate_size=plate, edge=edge, max_plates=max_plates, n_negative=n_negative, n_positive=n_positive
+    )
+    layout = layout_plates(
+        store.read_proposal(r), config, np.random.default_rng([seed, r, 0x91A7E]), space=space, round_index=r
+    )
     # Stage the whole round folder, then swap it in: a new layout never mixes with files of an older one.
     final = layout_path(run, r).parent
     staging = final.parent / f".{final.name}{TMP_MARK}{os.getpid()}"
@@ -78,8 +88,11 @@ def propose(run: str | Path, plate: int = 96, edge: str = "empty", max_plates: i
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m loop.propose", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m loop.propose",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--plate", type=int, default=96, choices=(96, 384), help="wells per plate")
     p.add_argument("--edge", default="empty", choices=EDGE_POLICIES, help="what to do with outer-edge wells")

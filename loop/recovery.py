@@ -152,8 +152,11 @@ def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max
         da = float(space.unit_to_dose(space.target(names[a]).kind, 0.7))
         db = float(space.unit_to_dose(space.target(names[b]).kind, 0.7))
         pair_at[(a, b)] = len(probes)
-        probes += [q(Perturbation((names[a], names[b]), (da, db))), q(Perturbation((names[a],), (da,))),
-                   q(Perturbation((names[b],), (db,)))]
+        probes += [
+            q(Perturbation((names[a], names[b]), (da, db))),
+            q(Perturbation((names[a],), (da,))),
+            q(Perturbation((names[b],), (db,))),
+        ]
     probes += space.sample(200, np.random.default_rng([run.seed, 0xA11]))
     members = np.asarray(model.predict(probes).members["programs"], float)  # (M, n, K)
     true = np.asarray(gt.latent(probes), float)  # (n, K')
@@ -165,8 +168,16 @@ def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max
         sl = slice(i0, i0 + len(doses))
         k = int(np.argmax(np.abs(true[sl] - true[0]).max(axis=0)))
         m = aligned[:, sl, k]
-        panels.append({"title": f"{names[j]} → {gt.programs[k] if k < len(gt.programs) else k}", "dose": doses,
-                       "true": true[sl, k], "mean": m.mean(axis=0), "low": m.min(axis=0), "high": m.max(axis=0)})
+        panels.append(
+            {
+                "title": f"{names[j]} → {gt.programs[k] if k < len(gt.programs) else k}",
+                "dose": doses,
+                "true": true[sl, k],
+                "mean": m.mean(axis=0),
+                "low": m.min(axis=0),
+                "high": m.max(axis=0),
+            }
+        )
     signs = None
     if pairs:
         mean = aligned.mean(axis=0)
@@ -176,7 +187,9 @@ def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max
             t_s.append(nonadditivity_sign(true[i, k], true[i + 1, k], true[i + 2, k], true[0, k]))
             l_s.append(nonadditivity_sign(mean[i, k], mean[i + 1, k], mean[i + 2, k], mean[0, k]))
         signs = (np.array(t_s), np.array(l_s), [f"{names[a]}+{names[b]}" for a, b in pair_at])
-    note = (f"Last checkpoint; context {ctx.cell_line}/{ctx.site}, {t_h:g} h, {assay}. Model programs aligned to the "
-            "true latent by an affine least-squares map on probe queries; band = range over ensemble members. "
-            "Pairs at 70% of each dose range; sign of the excess over additivity on the most non-additive program.")
+    note = (
+        f"Last checkpoint; context {ctx.cell_line}/{ctx.site}, {t_h:g} h, {assay}. Model programs aligned to the "
+        "true latent by an affine least-squares map on probe queries; band = range over ensemble members. "
+        "Pairs at 70% of each dose range; sign of the excess over additivity on the most non-additive program."
+    )
     return Recovery(panels, signs, note)

@@ -117,7 +117,7 @@ class RemoteFolder:
         self.local.mkdir(parents=True, exist_ok=True)
         n = 0
         for f in self._remote_files():
-            rel = f.path[len(self.path) + 1:]
+            rel = f.path[len(self.path) + 1 :]
             if TMP_MARK in rel.rsplit("/", 1)[-1]:
                 continue
             dest = self.local / rel

@@ -143,8 +143,11 @@ def load_run(root: str | Path, completed: bool | None = None) -> RunData:
         raise ValueError(f"{root}: no config.json; not a cslab run folder")
     store = RoundStore(root)
     paths = sorted((root / "proposals").glob("round-*.parquet"))
-    props = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else pd.DataFrame(
-        columns=["round", "perturbation", "dose_value", "time", "assay", "cost"])
+    props = (
+        pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+        if paths
+        else pd.DataFrame(columns=["round", "perturbation", "dose_value", "time", "assay", "cost"])
+    )
     outcome = run_outcomes(root.parent.parent).get(root.name, {}) if root.parent.name == "runs" else {}
     if completed is None:
         completed = outcome.get("status") == "finished"
@@ -178,8 +181,11 @@ def results_frame(runs: list[RunData]) -> pd.DataFrame:
     run are kept (so that it can be inspected) and every mean leaves them out
     (:func:`scored_results`).
     """
-    frames = [r.metrics.assign(model=r.model, strategy=r.strategy, seed=r.seed, finished=r.finished, status=r.status)
-              for r in runs if len(r.metrics)]
+    frames = [
+        r.metrics.assign(model=r.model, strategy=r.strategy, seed=r.seed, finished=r.finished, status=r.status)
+        for r in runs
+        if len(r.metrics)
+    ]
     if not frames:
         raise ValueError("no run has a scored round yet; nothing to report")
     return pd.concat(frames, ignore_index=True)
@@ -193,19 +199,31 @@ def scored_results(results: pd.DataFrame) -> pd.DataFrame:
 def proposals_frame(runs: list[RunData]) -> pd.DataFrame:
     """Every proposed query of every run with ``strategy`` and ``seed``."""
     frames = [r.proposals.assign(strategy=r.strategy, seed=r.seed) for r in runs if len(r.proposals)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["strategy", "seed", "round", "perturbation", "dose_value", "time", "assay", "cost"])
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["strategy", "seed", "round", "perturbation", "dose_value", "time", "assay", "cost"])
+    )
 
 
 def dose_points(props: pd.DataFrame) -> pd.DataFrame:
     """One row per (query, target) of the non-control queries: ``target``, ``log10_dose``, ``time``, ``order``."""
     rows = []
-    for i, (label, dose, t, s) in enumerate(zip(props["perturbation"], props["dose_value"], props["time"],
-                                                props["strategy"], strict=True)):
+    for i, (label, dose, t, s) in enumerate(
+        zip(props["perturbation"], props["dose_value"], props["time"], props["strategy"], strict=True)
+    ):
         p = Perturbation.parse(label, dose)
         for name, d in zip(p.targets, p.doses, strict=True):
-            rows.append({"strategy": s, "target": name, "log10_dose": float(np.log10(max(d, 1e-12))),
-                         "time": float(t), "order": p.order, "query": i})
+            rows.append(
+                {
+                    "strategy": s,
+                    "target": name,
+                    "log10_dose": float(np.log10(max(d, 1e-12))),
+                    "time": float(t),
+                    "order": p.order,
+                    "query": i,
+                }
+            )
     return pd.DataFrame(rows, columns=["strategy", "target", "log10_dose", "time", "order", "query"])
 
 
@@ -220,38 +238,55 @@ def _table(df: pd.DataFrame) -> str:
 
 def _models_html(results: pd.DataFrame) -> str:
     table = model_ranking(results)
-    note = ("<p>Each model (with each strategy) at its final round, mean over seeds; rank 1 = best per column "
-            "(lowest risk and mae, calibration_90 nearest 0.9, highest identifiability and standard metrics: "
-            "pearson_delta, discrimination_score_l1, overlap_at_N, de_direction_match). Risk is in baseline units: the "
-            "mean of the controls scores about 1 on every axis. The baselines (<code>mean</code>, "
-            "<code>additive</code>, <code>linear</code>) have no operator parameters, so their identifiability is "
-            "not defined (–).</p>")
+    note = (
+        "<p>Each model (with each strategy) at its final round, mean over seeds; rank 1 = best per column "
+        "(lowest risk and mae, calibration_90 nearest 0.9, highest identifiability and standard metrics: "
+        "pearson_delta, discrimination_score_l1, overlap_at_N, de_direction_match). Risk is in baseline units: the "
+        "mean of the controls scores about 1 on every axis. The baselines (<code>mean</code>, "
+        "<code>additive</code>, <code>linear</code>) have no operator parameters, so their identifiability is "
+        "not defined (–).</p>"
+    )
     return note + _table(table)
 
 
 def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
     if REFERENCE in set(results["strategy"]):
         table = headline_frame(headline(results, rng))
-        shown = pd.DataFrame({
-            "strategy": table["strategy"],
-            "seeds": table["n_seeds"],
-            "budget to reach (units)": table["budget_to_reach"],
-            "ratio to random": [
-                "reference" if s == REFERENCE else (f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(r) else
-                                                    (f"≥ {b:.2f} (censored)" if np.isfinite(b) else "never reaches"))
-                for s, r, lo, hi, b in zip(table["strategy"], table["ratio_to_random"], table["ratio_ci_low"],
-                                           table["ratio_ci_high"], table["ratio_lower_bound"], strict=True)],
-            "paired Wilcoxon p": ["–" if not np.isfinite(p) else f"{p:.3g}" for p in table["wilcoxon_p"]],
-            "final identifiability": table["final_identifiability"].round(3),
-        })
-        note = ("<p>Target per seed: the identifiability <code>random</code> has after spending its whole budget. "
-                "Budget to reach: first crossing on the spent axis, interpolated linearly between rounds, mean over "
-                "seeds. Ratio: geometric mean over seeds of the per-seed ratio to random's budget to reach, with a "
-                "95% percentile bootstrap interval over seeds (below 1 = fewer units than random). A strategy that "
-                "does not reach the target in some seed is reported as never reaching there; its ratio is then a "
-                "lower bound (those seeds counted at their whole budget). p: two-sided Wilcoxon signed-rank test "
-                "on the per-seed log ratios (with {n} seeds the smallest possible p is {pmin:.3g}).</p>").format(
-            n=int(table["n_seeds"].max()), pmin=2.0 ** (1 - int(table["n_seeds"].max())))
+        shown = pd.DataFrame(
+            {
+                "strategy": table["strategy"],
+                "seeds": table["n_seeds"],
+                "budget to reach (units)": table["budget_to_reach"],
+                "ratio to random": [
+                    "reference"
+                    if s == REFERENCE
+                    else (
+                        f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
+                        if np.isfinite(r)
+                        else (f"≥ {b:.2f} (censored)" if np.isfinite(b) else "never reaches")
+                    )
+                    for s, r, lo, hi, b in zip(
+                        table["strategy"],
+                        table["ratio_to_random"],
+                        table["ratio_ci_low"],
+                        table["ratio_ci_high"],
+                        table["ratio_lower_bound"],
+                        strict=True,
+                    )
+                ],
+                "paired Wilcoxon p": ["–" if not np.isfinite(p) else f"{p:.3g}" for p in table["wilcoxon_p"]],
+                "final identifiability": table["final_identifiability"].round(3),
+            }
+        )
+        note = (
+            "<p>Target per seed: the identifiability <code>random</code> has after spending its whole budget. "
+            "Budget to reach: first crossing on the spent axis, interpolated linearly between rounds, mean over "
+            "seeds. Ratio: geometric mean over seeds of the per-seed ratio to random's budget to reach, with a "
+            "95% percentile bootstrap interval over seeds (below 1 = fewer units than random). A strategy that "
+            "does not reach the target in some seed is reported as never reaching there; its ratio is then a "
+            "lower bound (those seeds counted at their whole budget). p: two-sided Wilcoxon signed-rank test "
+            "on the per-seed log ratios (with {n} seeds the smallest possible p is {pmin:.3g}).</p>"
+        ).format(n=int(table["n_seeds"].max()), pmin=2.0 ** (1 - int(table["n_seeds"].max())))
         return note + _table(shown)
     rows = []
     for s, d in results.groupby("strategy"):
@@ -260,12 +295,21 @@ def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
             y = g["identifiability"].to_numpy(float)
             for f in reach:
                 reach[f].append(budget_to_reach(g["spent"].to_numpy(float), y, f * y[-1]))
-        rows.append({"strategy": s, "seeds": d["seed"].nunique(), "rounds": int(d.groupby("seed").size().mean()),
-                     "spent": d.groupby("seed")["spent"].max().mean(),
-                     "final identifiability": d.sort_values("round").groupby("seed")["identifiability"].last().mean(),
-                     "budget to 50% of final": np.mean(reach[0.5]), "budget to 90% of final": np.mean(reach[0.9])})
-    return ("<p>No <code>random</code> run here, so no ratio to random: the table gives each trajectory's own "
-            "budget to reach 50% and 90% of its final identifiability.</p>" + _table(pd.DataFrame(rows)))
+        rows.append(
+            {
+                "strategy": s,
+                "seeds": d["seed"].nunique(),
+                "rounds": int(d.groupby("seed").size().mean()),
+                "spent": d.groupby("seed")["spent"].max().mean(),
+                "final identifiability": d.sort_values("round").groupby("seed")["identifiability"].last().mean(),
+                "budget to 50% of final": np.mean(reach[0.5]),
+                "budget to 90% of final": np.mean(reach[0.9]),
+            }
+        )
+    return (
+        "<p>No <code>random</code> run here, so no ratio to random: the table gives each trajectory's own "
+        "budget to reach 50% and 90% of its final identifiability.</p>" + _table(pd.DataFrame(rows))
+    )
 
 
 def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] | None) -> str:
@@ -282,8 +326,10 @@ def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] 
             notes.append(f"{html.escape(strategy)} (seed {run.seed}): not available — {html.escape(str(exc))}")
             continue
         except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report; the error is shown
-            notes.append(f"{html.escape(strategy)} (seed {run.seed}): failed — "
-                         f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}")
+            notes.append(
+                f"{html.escape(strategy)} (seed {run.seed}): failed — "
+                f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}"
+            )
             continue
         parts.append(f"<h3>{html.escape(strategy)}, seed {run.seed}</h3>")
         if rec.note:
@@ -292,8 +338,12 @@ def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] 
             parts.append(_img(plots.dose_response(rec.panels), f"dose-response {strategy}"))
         if rec.signs is not None:
             true, learned, labels = rec.signs
-            parts.append(_img(plots.interaction_signs(np.asarray(true), np.asarray(learned), list(labels)),
-                              f"interaction signs {strategy}"))
+            parts.append(
+                _img(
+                    plots.interaction_signs(np.asarray(true), np.asarray(learned), list(labels)),
+                    f"interaction signs {strategy}",
+                )
+            )
     note = "".join(f"<p class='note'>{n}</p>" for n in notes)
     return note + "".join(parts)
 
@@ -304,20 +354,42 @@ def _repro_html(runs: list[RunData]) -> str:
     differ = [c for c in cfgs.columns if cfgs[c].nunique() > 1]
     vers = pd.DataFrame([r.config.get("versions", {}) for r in runs]).astype(str)
     vdiff = [c for c in vers.columns if vers[c].nunique() > 1]
-    out = [f"<p>{len(runs)} run(s); settings that differ between runs: {', '.join(differ) or 'none'}. "
-           f"Created {html.escape(str(first.get('created', '?')))} (first run).</p>"]
+    out = [
+        f"<p>{len(runs)} run(s); settings that differ between runs: {', '.join(differ) or 'none'}. "
+        f"Created {html.escape(str(first.get('created', '?')))} (first run).</p>"
+    ]
     if vdiff:
         out.append(f"<p class='note'>Package versions differ between runs: {', '.join(vdiff)}.</p>")
     out.append(_table(pd.DataFrame(sorted(first.get("versions", {}).items()), columns=["package", "version"])))
-    out.append("<h3>config.json of the first run</h3><pre>" +
-               html.escape(json.dumps(first["config"], indent=2, sort_keys=True)) + "</pre>")
+    out.append(
+        "<h3>config.json of the first run</h3><pre>"
+        + html.escape(json.dumps(first["config"], indent=2, sort_keys=True))
+        + "</pre>"
+    )
     space = first["space"]
-    out.append("<h3>Design space</h3><p>" + html.escape(
-        f"{len(space['targets'])} targets, {len(space['contexts'])} contexts, time {space['time_range_h']} h, "
-        f"max order {space['max_order']}") + "</p>")
-    out.append(_table(pd.DataFrame([{"assay": a["name"], "modalities": "+".join(a["modalities"]),
-                                     "anchor": len(a["modalities"]) > 1, "cost": a["cost"]}
-                                    for a in space["assays"]])))
+    out.append(
+        "<h3>Design space</h3><p>"
+        + html.escape(
+            f"{len(space['targets'])} targets, {len(space['contexts'])} contexts, time {space['time_range_h']} h, "
+            f"max order {space['max_order']}"
+        )
+        + "</p>"
+    )
+    out.append(
+        _table(
+            pd.DataFrame(
+                [
+                    {
+                        "assay": a["name"],
+                        "modalities": "+".join(a["modalities"]),
+                        "anchor": len(a["modalities"]) > 1,
+                        "cost": a["cost"],
+                    }
+                    for a in space["assays"]
+                ]
+            )
+        )
+    )
     return "".join(out)
 
 
@@ -329,8 +401,9 @@ img{max-width:100%;height:auto}table.tbl{border-collapse:collapse;font-size:14px
 font-size:12px;overflow-x:auto}nav a{margin-right:14px}"""
 
 
-def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], Recovery] | None = None,
-               seed: int = 0) -> str:
+def build_html(
+    folder: Path, runs: list[RunData], recovery: Callable[[RunData], Recovery] | None = None, seed: int = 0
+) -> str:
     """The report's HTML text.
 
     Args:
@@ -348,8 +421,9 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
         results = results.assign(strategy=results["model"] + "/" + results["strategy"])
     failed = [r for r in runs if r.failed]
     if not len(results):
-        raise ValueError(f"every run with a scored round failed ({', '.join(r.root.name for r in failed)}); "
-                         "nothing to average")
+        raise ValueError(
+            f"every run with a scored round failed ({', '.join(r.root.name for r in failed)}); nothing to average"
+        )
     props = proposals_frame([r for r in runs if not r.failed])
     study = len(runs) > 1 or (folder / "runs").is_dir()
     space = runs[0].space
@@ -359,63 +433,110 @@ def build_html(folder: Path, runs: list[RunData], recovery: Callable[[RunData], 
     unit = (0.0, 1.0)
     ref = results[results["strategy"] == REFERENCE].sort_values("round").groupby("seed")["identifiability"].last()
     target = float(ref.mean()) if study and len(ref) and len(models) == 1 else None
-    body["identifiability"] = _img(plots.curves(results, ["identifiability"], ["identifiability index"],
-                                                "identifiability [0, 1]", bounds=unit, target=target),
-                                   "identifiability vs spent") + (
+    body["identifiability"] = _img(
+        plots.curves(
+            results,
+            ["identifiability"],
+            ["identifiability index"],
+            "identifiability [0, 1]",
+            bounds=unit,
+            target=target,
+        ),
+        "identifiability vs spent",
+    ) + (
         "<p>Thick line: mean over seeds; thin lines: single seeds; band: 95% t confidence interval of the mean "
-        "(with fewer than three seeds: the seeds' min–max). The band is drawn where every seed has data.</p>")
+        "(with fewer than three seeds: the seeds' min–max). The band is drawn where every seed has data.</p>"
+    )
     if parts_cols:
         titles = [c.removeprefix("ident_") for c in parts_cols]
-        body["identifiability-parts"] = _img(plots.curves(results, parts_cols, titles, "score [0, 1]", bounds=unit),
-                                             "identifiability parts")
+        body["identifiability-parts"] = _img(
+            plots.curves(results, parts_cols, titles, "score [0, 1]", bounds=unit), "identifiability parts"
+        )
     else:
         body["identifiability-parts"] = "<p class='note'>not available: no ident_ columns in metrics.</p>"
     if results.reindex(columns=list(RISK_COLUMNS)).isna().all().all():
         body["risk"] = "<p class='note'>not available: every risk value is NaN (no evaluation in these runs).</p>"
     else:
-        body["risk"] = _img(plots.curves(results, list(RISK_COLUMNS), ["aggregate risk"] + [
-            c.removeprefix("risk_") for c in RISK_COLUMNS[1:]], "risk (lower is better)", bounds=(0.0, np.inf)),
-            "risk vs spent")
-    body["headline"] = "".join((f"<h3>model {html.escape(m)}</h3>" if m else "")
-                               + _headline_html(d, np.random.default_rng(seed)) for m, d in by_model.items())
-    body["models"] = _models_html(scored_results(all_results)) if len(models) > 1 else (
-        f"<p class='note'>One model here ({html.escape(models[0])}); run <code>loop.compare --models "
-        "csl,mean,additive,linear</code> to rank it against the baselines.</p>")
+        body["risk"] = _img(
+            plots.curves(
+                results,
+                list(RISK_COLUMNS),
+                ["aggregate risk"] + [c.removeprefix("risk_") for c in RISK_COLUMNS[1:]],
+                "risk (lower is better)",
+                bounds=(0.0, np.inf),
+            ),
+            "risk vs spent",
+        )
+    body["headline"] = "".join(
+        (f"<h3>model {html.escape(m)}</h3>" if m else "") + _headline_html(d, np.random.default_rng(seed))
+        for m, d in by_model.items()
+    )
+    body["models"] = (
+        _models_html(scored_results(all_results))
+        if len(models) > 1
+        else (
+            f"<p class='note'>One model here ({html.escape(models[0])}); run <code>loop.compare --models "
+            "csl,mean,additive,linear</code> to rank it against the baselines.</p>"
+        )
+    )
     if len(props):
-        body["spending"] = ("<p>Anchor assays observe one specimen through more than one modality: "
-                            f"{', '.join(sorted(anchors)) or 'none'}.</p>" + _img(plots.spending(props, anchors),
-                                                                                   "spending"))
+        body["spending"] = (
+            "<p>Anchor assays observe one specimen through more than one modality: "
+            f"{', '.join(sorted(anchors)) or 'none'}.</p>" + _img(plots.spending(props, anchors), "spending")
+        )
         pts = dose_points(props)
         n_ctrl = int((props["perturbation"] == "control").sum())
-        body["coverage"] = (f"<p>Every chosen target dose, all seeds pooled ({n_ctrl} control queries not shown); "
-                            "circles single targets, triangles pairs, squares triplets.</p>" +
-                            _img(plots.coverage(pts, [t.name for t in space.targets], space.time_range_h), "coverage"))
+        body["coverage"] = (
+            f"<p>Every chosen target dose, all seeds pooled ({n_ctrl} control queries not shown); "
+            "circles single targets, triangles pairs, squares triplets.</p>"
+            + _img(plots.coverage(pts, [t.name for t in space.targets], space.time_range_h), "coverage")
+        )
     else:
         body["spending"] = body["coverage"] = "<p class='note'>not available: no proposals found.</p>"
     body["recovery"] = _recovery_html(runs, recovery)
     body["timings"] = _img(plots.timings(results), "timings")
     body["reproducibility"] = _repro_html(runs)
-    status = pd.DataFrame([{"run": r.root.name, "strategy": r.strategy, "seed": r.seed, "rounds": len(r.metrics),
-                            "spent": float(r.metrics["spent"].iloc[-1]) if len(r.metrics) else 0.0,
-                            "budget": float(r.config["config"]["budget"]), "status": r.status,
-                            "error": r.error if r.failed else ""} for r in runs])
+    status = pd.DataFrame(
+        [
+            {
+                "run": r.root.name,
+                "strategy": r.strategy,
+                "seed": r.seed,
+                "rounds": len(r.metrics),
+                "spent": float(r.metrics["spent"].iloc[-1]) if len(r.metrics) else 0.0,
+                "budget": float(r.config["config"]["budget"]),
+                "status": r.status,
+                "error": r.error if r.failed else "",
+            }
+            for r in runs
+        ]
+    )
     kind = "study" if study else "run"
-    head = (f"<h1>cslab {kind} report</h1><p>{html.escape(str(folder))} — {len(runs)} run(s), strategies "
-            f"{', '.join(sorted(results['strategy'].unique()))}; rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>")
+    head = (
+        f"<h1>cslab {kind} report</h1><p>{html.escape(str(folder))} — {len(runs)} run(s), strategies "
+        f"{', '.join(sorted(results['strategy'].unique()))}; rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
+    )
     if failed:
-        head += (f"<p class='note'>{len(failed)} run(s) failed and are left out of every curve, mean and table "
-                 f"below: {html.escape(', '.join(r.root.name for r in failed))} (errors in the run table; rerun "
-                 "the same command to retry them).</p>")
+        head += (
+            f"<p class='note'>{len(failed)} run(s) failed and are left out of every curve, mean and table "
+            f"below: {html.escape(', '.join(r.root.name for r in failed))} (errors in the run table; rerun "
+            "the same command to retry them).</p>"
+        )
     if (status["status"] == "running").any():
         head += "<p class='note'>Some runs have not finished yet: their curves end early.</p>"
     nav = "<nav>" + "".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items()) + "</nav>"
     sections = "".join(f'<section id="{k}"><h2>{html.escape(v)}</h2>{body[k]}</section>' for k, v in SECTIONS.items())
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cslab {kind} report</title>"
-            f"<style>{CSS}</style></head><body>{head}{nav}{_table(status)}{sections}</body></html>")
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cslab {kind} report</title>"
+        f"<style>{CSS}</style></head><body>{head}{nav}{_table(status)}{sections}</body></html>"
+    )
 
 
-def render(folder: str | Path, recovery: Callable[[RunData], Recovery] | None = checkpoint_recovery,
-           out: str | Path | None = None) -> Path:
+def render(
+    folder: str | Path,
+    recovery: Callable[[RunData], Recovery] | None = checkpoint_recovery,
+    out: str | Path | None = None,
+) -> Path:
     """Write ``report.html`` of a run or study folder (atomically).
 
     Args:

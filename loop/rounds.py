@@ -21,9 +21,23 @@ from loop.storage import RunFolderError, read_json, read_table, write_json, writ
 #: Columns of metrics.parquet that every run has, in order (``ident_<part>``
 #: columns follow ``identifiability``).
 METRIC_COLUMNS = (
-    "round", "spent", "n_queries", "round_queries", "round_cost", "identifiability",
-    "risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention", "calibration_90",
-    "wall_s", "fit_s", "score_s", "acquire_s", "measure_s",
+    "round",
+    "spent",
+    "n_queries",
+    "round_queries",
+    "round_cost",
+    "identifiability",
+    "risk",
+    "risk_modality",
+    "risk_scale",
+    "risk_context",
+    "risk_intervention",
+    "calibration_90",
+    "wall_s",
+    "fit_s",
+    "score_s",
+    "acquire_s",
+    "measure_s",
 )
 STAGE_TIMINGS = ("acquire_s", "measure_s", "fit_s", "score_s")
 
@@ -102,15 +116,38 @@ class RoundStore:
         for q in queries:
             p = q.perturbation
             units = "+".join(space.target(t).dose_unit for t in p.targets) or ""
-            rows.append({
-                keys.QUERY_ID: q.query_id, keys.ROUND: r, keys.PERTURBATION: p.label,
-                keys.DOSE_VALUE: p.dose_label, keys.DOSE_UNIT: units, keys.TIME: q.time_h,
-                keys.TIME_UNIT: keys.HOURS, keys.CELL_LINE: q.context.cell_line, keys.SITE: q.context.site,
-                keys.ASSAY: q.assay, "replicates": q.replicates, "cost": space.cost([q]),
-                "query_json": json.dumps(q.to_dict()),
-            })
-        cols = [keys.QUERY_ID, keys.ROUND, keys.PERTURBATION, keys.DOSE_VALUE, keys.DOSE_UNIT, keys.TIME,
-                keys.TIME_UNIT, keys.CELL_LINE, keys.SITE, keys.ASSAY, "replicates", "cost", "query_json"]
+            rows.append(
+                {
+                    keys.QUERY_ID: q.query_id,
+                    keys.ROUND: r,
+                    keys.PERTURBATION: p.label,
+                    keys.DOSE_VALUE: p.dose_label,
+                    keys.DOSE_UNIT: units,
+                    keys.TIME: q.time_h,
+                    keys.TIME_UNIT: keys.HOURS,
+                    keys.CELL_LINE: q.context.cell_line,
+                    keys.SITE: q.context.site,
+                    keys.ASSAY: q.assay,
+                    "replicates": q.replicates,
+                    "cost": space.cost([q]),
+                    "query_json": json.dumps(q.to_dict()),
+                }
+            )
+        cols = [
+            keys.QUERY_ID,
+            keys.ROUND,
+            keys.PERTURBATION,
+            keys.DOSE_VALUE,
+            keys.DOSE_UNIT,
+            keys.TIME,
+            keys.TIME_UNIT,
+            keys.CELL_LINE,
+            keys.SITE,
+            keys.ASSAY,
+            "replicates",
+            "cost",
+            "query_json",
+        ]
         return write_table(self.proposal_path(r), pd.DataFrame(rows, columns=cols))
 
     def read_proposal(self, r: int) -> list[Query]:

@@ -34,18 +34,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loop.run", description="Closed-loop active learning on a CSL model.")
     p.add_argument("--budget", type=float, default=None, help=f"total budget in cost units ({DEFAULTS.budget:g})")
     p.add_argument("--strategy", default=None, help=f"acquisition strategy ({DEFAULTS.strategy})")
-    p.add_argument("--model", default=None,
-                   help=f"model: csl, or a baseline mean|additive|linear, or a plug-in's name ({DEFAULTS.model})")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"model: csl, or a baseline mean|additive|linear, or a plug-in's name ({DEFAULTS.model})",
+    )
     p.add_argument("--seed", type=int, default=None, help=f"root seed ({DEFAULTS.seed})")
     p.add_argument("--batch-size", type=int, default=None, help=f"queries per round ({DEFAULTS.batch_size})")
     p.add_argument("--world", default=None, help=f"simulator preset small|default|large ({DEFAULTS.world})")
-    p.add_argument("--oracle", default=None,
-                   help=f"sim (simulator), lab (measured data, pool mode) or plates (prospective) ({DEFAULTS.oracle})")
+    p.add_argument(
+        "--oracle",
+        default=None,
+        help=f"sim (simulator), lab (measured data, pool mode) or plates (prospective) ({DEFAULTS.oracle})",
+    )
     p.add_argument("--data", default=None, help="lab data file for --oracle lab (.h5ad, .csv, .parquet)")
-    p.add_argument("--out", default=None, help="run folder: a path or a storage URI such as s3://bucket/run "
-                   "(default runs/[<model>-]<strategy>-seed<N>-<time>)")
-    p.add_argument("--resume", default=None, metavar="DIR|URI",
-                   help="continue the run in DIR (its stored settings; --address and --workers may change)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder: a path or a storage URI such as s3://bucket/run "
+        "(default runs/[<model>-]<strategy>-seed<N>-<time>)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR|URI",
+        help="continue the run in DIR (its stored settings; --address and --workers may change)",
+    )
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
     p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with any of these settings")
@@ -57,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, dict]:
     """Merge defaults, ``--config`` file and flags (flags win)."""
     settings = RunConfig.from_file(args.config) if args.config else {}
-    flags = {k: getattr(args, k) for k in ("budget", "strategy", "model", "seed", "batch_size", "world", "oracle",
-                                           "data", "workers", "address")}
+    flags = {
+        k: getattr(args, k)
+        for k in ("budget", "strategy", "model", "seed", "batch_size", "world", "oracle", "data", "workers", "address")
+    }
     explicit = {k: v for k, v in flags.items() if v is not None}
     settings.update(explicit)
     return RunConfig.from_dict(settings), {**RunConfig.from_file(args.config), **explicit} if args.config else explicit
@@ -69,9 +85,11 @@ def summary_line(root: str | Path, metrics: object, wall_s: float) -> str:
     if len(metrics) == 0:
         return f"run {root}: no rounds finished"
     last = metrics.iloc[-1]
-    return (f"run {root}: {len(metrics)} rounds, spent {last['spent']:.1f} units, "
-            f"{int(last['n_queries'])} queries, {score_text(last).replace('  ', ', ')}, "
-            f"wall {wall_s:.0f} s")
+    return (
+        f"run {root}: {len(metrics)} rounds, spent {last['spent']:.1f} units, "
+        f"{int(last['n_queries'])} queries, {score_text(last).replace('  ', ', ')}, "
+        f"wall {wall_s:.0f} s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,9 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    location = args.resume or args.out or str(
-        Path("runs") / f"{'' if config.model == 'csl' else config.model + '-'}{config.strategy}-seed{config.seed}-"
-                       f"{time.strftime('%Y%m%d-%H%M%S')}")
+    location = (
+        args.resume
+        or args.out
+        or str(
+            Path("runs") / f"{'' if config.model == 'csl' else config.model + '-'}{config.strategy}-seed{config.seed}-"
+            f"{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+    )
     try:
         with working_copy(location) as copy:
             return _run(args, config, explicit, location, copy.folder, copy.save, t0)
@@ -96,8 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, config: RunConfig, explicit: dict, location: str, folder: Path,
-         save: Callable[[], object], t0: float) -> int:
+def _run(
+    args: argparse.Namespace,
+    config: RunConfig,
+    explicit: dict,
+    location: str,
+    folder: Path,
+    save: Callable[[], object],
+    t0: float,
+) -> int:
     """Open or create the run in ``folder`` (the local copy of ``location``) and run it."""
     where = display(location)
     try:
@@ -120,27 +150,36 @@ def _run(args: argparse.Namespace, config: RunConfig, explicit: dict, location: 
             metrics = study.run(on_round=progress.round, on_stage=progress.stage)
     except AwaitingReadout as exc:
         r = exc.args[0]
-        print(f"round {r} is proposed and waits for the lab: python -m loop.propose --run {where} --plate 96, "
-              f"run the plates, python -m loop.ingest --run {where} READOUT.csv, then "
-              f"python -m loop.run --resume {where}")
+        print(
+            f"round {r} is proposed and waits for the lab: python -m loop.propose --run {where} --plate 96, "
+            f"run the plates, python -m loop.ingest --run {where} READOUT.csv, then "
+            f"python -m loop.run --resume {where}"
+        )
         return 0
     except (RunFolderError, SettingError, DataFormatError) as exc:  # a bad file or setting met during the run
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OracleFailed as exc:
-        print(f"error: {exc}. Everything measured so far is kept; resume with: "
-              f"python -m loop.run --resume {where}", file=sys.stderr)
+        print(
+            f"error: {exc}. Everything measured so far is kept; resume with: python -m loop.run --resume {where}",
+            file=sys.stderr,
+        )
         return 3
     except KeyboardInterrupt:
         print(f"interrupted; resume with: python -m loop.run --resume {where}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - an internal error: reported as one, with the way back
         tb = traceback.format_exc()
-        write_json(study.store.failed_path, {"error": f"{type(exc).__name__}: {exc}", "traceback": tb,
-                                              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        print(f"{tb}internal error: {type(exc).__name__}: {exc}\nThis is a bug in cslab (or in a plugged-in model or "
-              f"strategy), not in your settings. Everything measured so far is kept in {where}; after a fix, "
-              f"resume with: python -m loop.run --resume {where}", file=sys.stderr)
+        write_json(
+            study.store.failed_path,
+            {"error": f"{type(exc).__name__}: {exc}", "traceback": tb, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        )
+        print(
+            f"{tb}internal error: {type(exc).__name__}: {exc}\nThis is a bug in cslab (or in a plugged-in model or "
+            f"strategy), not in your settings. Everything measured so far is kept in {where}; after a fix, "
+            f"resume with: python -m loop.run --resume {where}",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
     if not args.no_report:
         from loop.report import render
@@ -148,8 +187,11 @@ def _run(args: argparse.Namespace, config: RunConfig, explicit: dict, location: 
         try:
             render(study.root)
         except Exception as exc:  # noqa: BLE001 - the run itself is complete; a report failure must not hide it
-            print(f"warning: report.html not written ({type(exc).__name__}: {exc}); "
-                  f"retry with python -m loop.report {where}", file=sys.stderr)
+            print(
+                f"warning: report.html not written ({type(exc).__name__}: {exc}); "
+                f"retry with python -m loop.report {where}",
+                file=sys.stderr,
+            )
     print(summary_line(where, metrics, time.perf_counter() - t0))
     return 0
 

@@ -40,8 +40,10 @@ def simulate_readout(run: str | Path, out: str | Path) -> tuple[Path, int]:
         raise ValueError(f"--run {run}: no config.json; not a cslab run folder")
     config = read_json(run / "config.json")["config"]
     if config.get("data"):
-        raise ValueError(f"--run {run}: its design space comes from --data {config['data']}; there is no world to "
-                         "simulate (measure the plates in the lab)")
+        raise ValueError(
+            f"--run {run}: its design space comes from --data {config['data']}; there is no world to "
+            "simulate (measure the plates in the lab)"
+        )
     r = pending_round(RoundStore(run))
     lp = layout_path(run, r)
     if not lp.is_file():

@@ -82,25 +82,43 @@ def needs_table(results: pd.DataFrame, column: str = "identifiability", referenc
         raise ValueError(f"needs_table: reference strategy {reference!r} not in {sorted(set(results['strategy']))}")
     rows = []
     for (strategy, seed), df in results.sort_values("round").groupby(["strategy", "seed"], sort=True):
-        rows.append({"strategy": strategy, "seed": int(seed), "spent": df["spent"].to_numpy(float),
-                     "value": df[column].to_numpy(float)})
+        rows.append(
+            {
+                "strategy": strategy,
+                "seed": int(seed),
+                "spent": df["spent"].to_numpy(float),
+                "value": df[column].to_numpy(float),
+            }
+        )
     targets = {r["seed"]: r["value"][-1] for r in rows if r["strategy"] == reference and len(r["value"])}
     out = []
     for r in rows:
         if r["seed"] not in targets:
             continue
         t = targets[r["seed"]]
-        out.append({"strategy": r["strategy"], "seed": r["seed"], "target": t,
-                    "need": budget_to_reach(r["spent"], r["value"], t),
-                    "final": r["value"][-1], "spent_total": r["spent"][-1]})
+        out.append(
+            {
+                "strategy": r["strategy"],
+                "seed": r["seed"],
+                "target": t,
+                "need": budget_to_reach(r["spent"], r["value"], t),
+                "final": r["value"][-1],
+                "spent_total": r["spent"][-1],
+            }
+        )
     table = pd.DataFrame(out, columns=["strategy", "seed", "target", "need", "final", "spent_total"])
     ref = table[table["strategy"] == reference].set_index("seed")["need"]
     table["ratio"] = table["need"].to_numpy() / ref.reindex(table["seed"]).to_numpy()
     return table
 
 
-def bootstrap_ci(x: np.ndarray, stat: Callable[[np.ndarray], float], rng: np.random.Generator, n_boot: int = 2000,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    x: np.ndarray,
+    stat: Callable[[np.ndarray], float],
+    rng: np.random.Generator,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat`` over the rows of ``x`` (seeds).
 
     Returns:
@@ -158,8 +176,13 @@ class Headline:
         return f"{self.need_mean:.1f}"
 
 
-def headline(results: pd.DataFrame, rng: np.random.Generator, column: str = "identifiability",
-             reference: str = REFERENCE, n_boot: int = 2000) -> list[Headline]:
+def headline(
+    results: pd.DataFrame,
+    rng: np.random.Generator,
+    column: str = "identifiability",
+    reference: str = REFERENCE,
+    n_boot: int = 2000,
+) -> list[Headline]:
     """The headline table, one :class:`Headline` per strategy (reference first).
 
     Args:
@@ -188,11 +211,20 @@ def headline(results: pd.DataFrame, rng: np.random.Generator, column: str = "ide
             logr = np.where(reached, np.log(np.where(reached, ratio, 1.0)), big)
             if np.any(logr != 0):
                 p = float(sps.wilcoxon(logr, zero_method="zsplit").pvalue)
-        out.append(Headline(
-            strategy=strategy, n_seeds=len(d), n_reached=int(reached.sum()),
-            need_mean=float(d["need"].mean()) if all_reach else float("nan"), ratio=gm, ratio_low=lo, ratio_high=hi,
-            ratio_bound=float("nan") if all_reach or len(d) == 0 else _geomean(censored), p_value=p,
-            final_mean=float(d["final"].mean()) if len(d) else float("nan")))
+        out.append(
+            Headline(
+                strategy=strategy,
+                n_seeds=len(d),
+                n_reached=int(reached.sum()),
+                need_mean=float(d["need"].mean()) if all_reach else float("nan"),
+                ratio=gm,
+                ratio_low=lo,
+                ratio_high=hi,
+                ratio_bound=float("nan") if all_reach or len(d) == 0 else _geomean(censored),
+                p_value=p,
+                final_mean=float(d["final"].mean()) if len(d) else float("nan"),
+            )
+        )
     return out
 
 
@@ -205,12 +237,21 @@ def headline_frame(rows: list[Headline]) -> pd.DataFrame:
     """The headline rows as a table (what ``summary.csv`` holds)."""
     records = []
     for h in rows:
-        records.append({
-            "strategy": h.strategy, "n_seeds": h.n_seeds, "n_reached": h.n_reached,
-            "budget_to_reach": h.reaches, "budget_to_reach_mean": h.need_mean,
-            "ratio_to_random": h.ratio, "ratio_ci_low": h.ratio_low, "ratio_ci_high": h.ratio_high,
-            "ratio_lower_bound": h.ratio_bound, "wilcoxon_p": h.p_value, "final_identifiability": h.final_mean,
-        })
+        records.append(
+            {
+                "strategy": h.strategy,
+                "n_seeds": h.n_seeds,
+                "n_reached": h.n_reached,
+                "budget_to_reach": h.reaches,
+                "budget_to_reach_mean": h.need_mean,
+                "ratio_to_random": h.ratio,
+                "ratio_ci_low": h.ratio_low,
+                "ratio_ci_high": h.ratio_high,
+                "ratio_lower_bound": h.ratio_bound,
+                "wilcoxon_p": h.p_value,
+                "final_identifiability": h.final_mean,
+            }
+        )
     return pd.DataFrame(records)
 
 
@@ -256,15 +297,26 @@ def curve_band(results: pd.DataFrame, column: str, grid: np.ndarray, level: floa
     ok = np.isfinite(c)
     lo = np.where(n > 0, np.min(np.where(ok, c, np.inf), axis=0), np.nan)
     hi = np.where(n > 0, np.max(np.where(ok, c, -np.inf), axis=0), np.nan)
-    return pd.DataFrame({"spent": grid, "mean": mean, "low": mean - half, "high": mean + half,
-                         "min": lo, "max": hi, "n": n})
+    return pd.DataFrame(
+        {"spent": grid, "mean": mean, "low": mean - half, "high": mean + half, "min": lo, "max": hi, "n": n}
+    )
 
 
 #: Columns :func:`model_ranking` compares, and whether higher is better.
-RANKED = {"risk": False, "risk_modality": False, "risk_scale": False, "risk_context": False,
-          "risk_intervention": False, "calibration_error": False, "identifiability": True,
-          "pearson_delta": True, "mae": False, "discrimination_score_l1": True, "overlap_at_N": True,
-          "de_direction_match": True}
+RANKED = {
+    "risk": False,
+    "risk_modality": False,
+    "risk_scale": False,
+    "risk_context": False,
+    "risk_intervention": False,
+    "calibration_error": False,
+    "identifiability": True,
+    "pearson_delta": True,
+    "mae": False,
+    "discrimination_score_l1": True,
+    "overlap_at_N": True,
+    "de_direction_match": True,
+}
 
 
 def model_ranking(results: pd.DataFrame) -> pd.DataFrame:
@@ -282,8 +334,11 @@ def model_ranking(results: pd.DataFrame) -> pd.DataFrame:
     last = results.sort_values("round").groupby(["model", "strategy", "seed"]).last().reset_index()
     last = last.assign(calibration_error=(last["calibration_90"] - 0.9).abs())
     cols = [c for c in RANKED if c in last]
-    table = last.groupby(["model", "strategy"]).agg(
-        n_seeds=("seed", "nunique"), spent=("spent", "mean"), **{c: (c, "mean") for c in cols}).reset_index()
+    table = (
+        last.groupby(["model", "strategy"])
+        .agg(n_seeds=("seed", "nunique"), spent=("spent", "mean"), **{c: (c, "mean") for c in cols})
+        .reset_index()
+    )
     for c in cols:
         table[f"rank_{c}"] = table[c].rank(ascending=not RANKED[c], method="min")
     return table.sort_values(["risk", "model", "strategy"], na_position="last").reset_index(drop=True)

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 TMP_MARK = ".tmp-"
 
 
-
 class RunFolderError(ValueError):
     """The run folder is missing, foreign, corrupt or belongs to another config."""
 

@@ -102,9 +102,16 @@ class Study:
             on shared storage uploads its local copy (:func:`loop.remote.working_copy`).
     """
 
-    def __init__(self, root: Path, config: RunConfig, oracle_factory: Callable | None = None,
-                 local_oracle: bool = False, oracle_backoff_s: float = 0.5, fit_map: Callable | None = None,
-                 save: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: RunConfig,
+        oracle_factory: Callable | None = None,
+        local_oracle: bool = False,
+        oracle_backoff_s: float = 0.5,
+        fit_map: Callable | None = None,
+        save: Callable[[], object] | None = None,
+    ) -> None:
         self.root, self.config = Path(root), config
         self._save = save or (lambda: None)
         self._fit_map = fit_map
@@ -138,12 +145,16 @@ class Study:
             base_space = world.space
         self.space = with_costs(base_space, config.costs)
         # Prospective (plates) runs have no oracle to measure stress sets with.
-        self.heldout = (HeldOut(root, self.space, config.seed, config.heldout_per_axis)
-                        if config.heldout_per_axis > 0 and config.oracle != "plates" else None)
+        self.heldout = (
+            HeldOut(root, self.space, config.seed, config.heldout_per_axis)
+            if config.heldout_per_axis > 0 and config.oracle != "plates"
+            else None
+        )
         if self.heldout is not None:
             self.space = self.heldout.restrict(self.space)
-        self.model = MODELS.get(config.model)(self.space, n_members=config.n_members, seed=config.seed,
-                                              **config.model_options)
+        self.model = MODELS.get(config.model)(
+            self.space, n_members=config.n_members, seed=config.seed, **config.model_options
+        )
         self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s, **config.strategy_options)
 
     # ------------------------------------------------------------ creation
@@ -164,11 +175,16 @@ class Study:
         bad = [t for t in config.initial_controls_h if not lo <= t <= hi]
         if bad and not study.space.pool:
             raise ValueError(f"initial_controls_h {bad} lie outside the time range [{lo}, {hi}] h")
-        write_json(root / "config.json", {
-            "config": config.to_dict(), "space": study.space.to_dict(), "features": study.features,
-            "versions": versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        write_json(
+            root / "config.json",
+            {
+                "config": config.to_dict(),
+                "space": study.space.to_dict(),
+                "features": study.features,
+                "versions": versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
         study._save()
         return study
 
@@ -203,12 +219,16 @@ class Study:
             if getattr(stored, key) != getattr(wanted, key):
                 raise RunFolderError(
                     f"{root}: run was made with {key}={getattr(stored, key)!r}, not {getattr(wanted, key)!r}; "
-                    "resume without changing it, or start a new run")
+                    "resume without changing it, or start a new run"
+                )
         clean_temporaries(root)
         study = cls(root, stored, **kwargs)
         last = study.store.last_round()
-        measured = [r for r in range(last + 1) if (study.store.read_status(r) or {}).get("status", 0) >= S.MEASURED
-                    ] if last is not None else []
+        measured = (
+            [r for r in range(last + 1) if (study.store.read_status(r) or {}).get("status", 0) >= S.MEASURED]
+            if last is not None
+            else []
+        )
         try:
             study.ledger.verify(measured)
         except ValueError as exc:
@@ -238,8 +258,11 @@ class Study:
                 total += self.space.cost(self.store.read_proposal(r))
         return total
 
-    def run(self, on_round: Callable[[dict], None] | None = None, on_stage: Callable[[int, str], None] | None = None,
-            ) -> object:
+    def run(
+        self,
+        on_round: Callable[[dict], None] | None = None,
+        on_stage: Callable[[int, str], None] | None = None,
+    ) -> object:
         """Run (or resume) until the budget is spent.
 
         Args:
@@ -256,8 +279,9 @@ class Study:
             while r < MAX_ROUNDS:
                 rec = self.store.read_status(r)
                 if rec is None and not self._propose(r, on_stage):
-                    write_json(self.store.finished_path, {"rounds": r, "spent": self.spent(r - 1),
-                                                          "reason": self._end_reason})
+                    write_json(
+                        self.store.finished_path, {"rounds": r, "spent": self.spent(r - 1), "reason": self._end_reason}
+                    )
                     self._save()
                     break
                 self._save()
@@ -339,8 +363,10 @@ class Study:
         for q in queries:
             self.space.validate(q)
         if not queries and r == 0:
-            raise SettingError(f"round 0: the initial design has no admissible query within {left:.1f} units "
-                             "(check the budget, initial_size and the held-out stress sets)")
+            raise SettingError(
+                f"round 0: the initial design has no admissible query within {left:.1f} units "
+                "(check the budget, initial_size and the held-out stress sets)"
+            )
         if not queries:
             self._end_reason = "nothing admissible fits the budget left"
             return False
@@ -393,10 +419,14 @@ class Study:
                     by_context.setdefault(q.context, q)
             controls = list(by_context.values())
         else:
-            controls = [Query(Perturbation.control(), t, c, assay)
-                        for c in self.space.open_contexts for t in self.config.initial_controls_h]
+            controls = [
+                Query(Perturbation.control(), t, c, assay)
+                for c in self.space.open_contexts
+                for t in self.config.initial_controls_h
+            ]
         filler = STRATEGIES.get("sobol")(time_limit_s=self.config.time_limit_s).propose(
-            None, self.space, None, self.config.initial_size, left - self.space.cost(controls), rng)
+            None, self.space, None, self.config.initial_size, left - self.space.cost(controls), rng
+        )
         return STRATEGIES.get("sobol").fit_budget(controls + filler, self.space, left)
 
     def _measure(self, r: int, on_stage: Callable | None) -> None:
@@ -442,13 +472,24 @@ class Study:
         queries = self.store.read_proposal(r)
         timings = {k: float(rec.get(k, np.nan)) for k in ("acquire_s", "measure_s", "fit_s")}
         row = {
-            "round": r, "spent": self.spent(r), "n_queries": len(data.query_ids), "round_queries": len(queries),
-            "round_cost": self.space.cost(queries), "identifiability": float(report.index),
+            "round": r,
+            "spent": self.spent(r),
+            "n_queries": len(data.query_ids),
+            "round_queries": len(queries),
+            "round_cost": self.space.cost(queries),
+            "identifiability": float(report.index),
             "acquire_truncated": bool(rec.get("acquire_truncated", False)),
             **{f"ident_{k}": float(v) for k, v in report.parts.items()},
-            "risk": np.nan, "risk_modality": np.nan, "risk_scale": np.nan, "risk_context": np.nan,
-            "risk_intervention": np.nan, "calibration_90": np.nan, **risk,
-            **timings, "score_s": score_s, "wall_s": sum(timings.values()) + score_s,
+            "risk": np.nan,
+            "risk_modality": np.nan,
+            "risk_scale": np.nan,
+            "risk_context": np.nan,
+            "risk_intervention": np.nan,
+            "calibration_90": np.nan,
+            **risk,
+            **timings,
+            "score_s": score_s,
+            "wall_s": sum(timings.values()) + score_s,
         }
         self.store.write_metric_row(row)
         self.store.write_status(r, S.SCORED, score_s=score_s)

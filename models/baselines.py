@@ -114,8 +114,9 @@ class BaselineModel:
 
     def __init__(self, space: DesignSpace, n_members: int = 5, seed: int = 0, n_programs: int = 8) -> None:
         if n_members < 1 or n_programs < 1:
-            raise ValueError(f"{type(self).__name__}: n_members and n_programs must be >= 1, "
-                             f"got {n_members} and {n_programs}")
+            raise ValueError(
+                f"{type(self).__name__}: n_members and n_programs must be >= 1, got {n_members} and {n_programs}"
+            )
         self.space, self.n_members, self.seed, self.n_programs = space, int(n_members), int(seed), int(n_programs)
         self.n_fits = 0
         self.fitted: dict | None = None
@@ -161,8 +162,14 @@ class BaselineModel:
         center = Y.mean(axis=0)
         k = max(1, min(self.n_programs, *Y.shape))
         basis = np.linalg.svd(Y - center, full_matrices=False)[2][:k].T if len(Y) > 1 else np.eye(Y.shape[1])[:, :k]
-        self.fitted = {"members": members, "aleatoric": aleatoric, "main": main, "center": center, "basis": basis,
-                       "var_names": {m: names for m, (_, names) in data_tables.items()}}
+        self.fitted = {
+            "members": members,
+            "aleatoric": aleatoric,
+            "main": main,
+            "center": center,
+            "basis": basis,
+            "var_names": {m: names for m, (_, names) in data_tables.items()},
+        }
         self.n_fits += 1
         seconds = time.perf_counter() - t0
         return {"members": [{"seconds": seconds}] * self.n_members, "seconds_max": seconds}
@@ -254,8 +261,9 @@ class AdditiveModel(BaselineModel):
         bandwidth: Gaussian kernel width on the unit dose and time scales.
     """
 
-    def __init__(self, space: DesignSpace, n_members: int = 5, seed: int = 0, n_programs: int = 8,
-                 bandwidth: float = 0.15) -> None:
+    def __init__(
+        self, space: DesignSpace, n_members: int = 5, seed: int = 0, n_programs: int = 8, bandwidth: float = 0.15
+    ) -> None:
         super().__init__(space, n_members, seed, n_programs)
         if not bandwidth > 0:
             raise ValueError(f"AdditiveModel: bandwidth must be positive, got {bandwidth}")
@@ -270,8 +278,13 @@ class AdditiveModel(BaselineModel):
                 name = q.perturbation.targets[0]
                 u, tau = self.unit_dose(name, q.perturbation.doses[0]), self.unit_time(q.time_h)
                 singles.setdefault(name, []).append((u, tau, y - control_mean(means, q)))
-        return {"means": means, "singles": {k: (np.array([u for u, _, _ in v]), np.array([s for _, s, _ in v]),
-                                                np.stack([e for _, _, e in v])) for k, v in singles.items()}}
+        return {
+            "means": means,
+            "singles": {
+                k: (np.array([u for u, _, _ in v]), np.array([s for _, s, _ in v]), np.stack([e for _, _, e in v]))
+                for k, v in singles.items()
+            },
+        }
 
     def effect(self, params: dict, name: str, u: float, tau: float) -> np.ndarray | float:
         """``(F,)`` the kernel-smoothed effect of target ``name`` at unit dose ``u`` and unit time ``tau``.
@@ -292,8 +305,12 @@ class AdditiveModel(BaselineModel):
         for i, q in enumerate(queries):
             tau = self.unit_time(q.time_h)
             out[i] = control_mean(params["means"], q) + sum(
-                (self.effect(params, n, self.unit_dose(n, d), tau)
-                 for n, d in zip(q.perturbation.targets, q.perturbation.doses, strict=True)), np.zeros(F))
+                (
+                    self.effect(params, n, self.unit_dose(n, d), tau)
+                    for n, d in zip(q.perturbation.targets, q.perturbation.doses, strict=True)
+                ),
+                np.zeros(F),
+            )
         return out
 
 
@@ -309,8 +326,9 @@ class LinearModel(BaselineModel):
         ridge: Penalty λ on the standardised feature weights (the intercept is not penalised).
     """
 
-    def __init__(self, space: DesignSpace, n_members: int = 5, seed: int = 0, n_programs: int = 8,
-                 ridge: float = 1.0) -> None:
+    def __init__(
+        self, space: DesignSpace, n_members: int = 5, seed: int = 0, n_programs: int = 8, ridge: float = 1.0
+    ) -> None:
         super().__init__(space, n_members, seed, n_programs)
         if not ridge > 0:
             raise ValueError(f"LinearModel: ridge must be positive, got {ridge}")
@@ -323,10 +341,10 @@ class LinearModel(BaselineModel):
         for i, q in enumerate(queries):
             tau = self.unit_time(q.time_h)
             X[i, sp.context_index[q.context]] = 1.0
-            X[i, C:C + 2] = tau, tau**2
+            X[i, C : C + 2] = tau, tau**2
             for name, dose in zip(q.perturbation.targets, q.perturbation.doses, strict=True):
                 u, j = self.unit_dose(name, dose), C + 2 + 3 * sp.target_index[name]
-                X[i, j:j + 3] = u, u**2, u * tau
+                X[i, j : j + 3] = u, u**2, u * tau
         return X
 
     def fit_table(self, t: Table) -> dict:

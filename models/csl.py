@@ -81,7 +81,9 @@ class CSLEnsemble:
         wd = data if isinstance(data, WellData) else build_well_data(self.space, data)
         jobs = [
             FitJob(
-                self.space, wd, self.config,
+                self.space,
+                wd,
+                self.config,
                 seed=int(np.random.SeedSequence([self.seed, i, self.n_fits]).generate_state(1)[0]),
                 member=i,
                 state=self.states[i] if self.states is not None else None,
@@ -178,8 +180,12 @@ class CSLEnsemble:
             for net in self.networks:
                 op = net.operator
                 for k, v in (
-                    ("log10_ec50", op.log10_ec50), ("hill", op.hill), ("emax", op.emax), ("tau_h", op.tau_h),
-                    ("interactions", op.interactions), ("propagator", op.propagator),
+                    ("log10_ec50", op.log10_ec50),
+                    ("hill", op.hill),
+                    ("emax", op.emax),
+                    ("tau_h", op.tau_h),
+                    ("interactions", op.interactions),
+                    ("propagator", op.propagator),
                 ):
                     out.setdefault(k, []).append(v.double().numpy())
         return {k: np.stack(v) for k, v in out.items()}

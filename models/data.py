@@ -169,8 +169,15 @@ class WellBlock:
         """The specimens where the bool mask ``keep`` ``(W,)`` is true."""
         idx = torch.nonzero(keep).flatten()
         return WellBlock(
-            self.y[idx], self.n_units[idx], self.query[idx], self.plate[idx], self.position[idx], self.sem2[idx],
-            self.var_names, self.plates, tuple(self.specimens[i] for i in idx.tolist()),
+            self.y[idx],
+            self.n_units[idx],
+            self.query[idx],
+            self.plate[idx],
+            self.position[idx],
+            self.sem2[idx],
+            self.var_names,
+            self.plates,
+            tuple(self.specimens[i] for i in idx.tolist()),
         )
 
 
@@ -249,8 +256,10 @@ def build_well_data(space: DesignSpace, data: MeasurementBatch) -> WellData:
     blocks, raw = {}, {}
     for name, m in data.modalities.items():
         obs = m.obs
-        spec = obs[keys.SPECIMEN].astype(str) if keys.SPECIMEN in obs else (
-            obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str)
+        spec = (
+            obs[keys.SPECIMEN].astype(str)
+            if keys.SPECIMEN in obs
+            else (obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str))
         )
         codes, uniq = pd.factorize(spec, sort=False)
         W = len(uniq)
@@ -304,8 +313,12 @@ def _unit_data(blocks: dict[str, WellBlock], raw: dict[str, tuple]) -> dict[str,
         unit = obs[keys.UNIT].to_numpy() if keys.UNIT in obs else np.zeros(len(obs), dtype=np.int64)
         rep = obs[keys.REPLICATE].to_numpy() if keys.REPLICATE in obs else np.zeros(len(obs), dtype=np.int64)
         first = pd.Series(np.arange(len(obs))).groupby(codes).first().to_numpy()
-        out[name] = UnitData(X[keep].astype(np.float32), codes[keep].astype(np.int64),
-                             np.asarray(unit)[keep].astype(np.int64), np.asarray(rep)[first].astype(np.int64))
+        out[name] = UnitData(
+            X[keep].astype(np.float32),
+            codes[keep].astype(np.int64),
+            np.asarray(unit)[keep].astype(np.int64),
+            np.asarray(rep)[first].astype(np.int64),
+        )
     return out
 
 

@@ -115,10 +115,12 @@ class EnsembleFit:
         for name, block in data.blocks.items():
             if name not in nets[0].decoders:
                 continue
-            w = torch.stack([
-                torch.ones(len(block.query)) if wi is None else torch.as_tensor(wi[name], dtype=torch.float32)
-                for wi in weights
-            ])  # (M, W)
+            w = torch.stack(
+                [
+                    torch.ones(len(block.query)) if wi is None else torch.as_tensor(wi[name], dtype=torch.float32)
+                    for wi in weights
+                ]
+            )  # (M, W)
             keep = (w > 0).any(0)  # specimens no member weighs are left out (NaN readouts included)
             if bool(keep.any()):
                 self.blocks[name] = block if bool(keep.all()) else block.select(keep)
@@ -148,8 +150,15 @@ class EnsembleFit:
             out[lo:hi] = keep(k.removeprefix("net."))
         return out
 
-    def adam(self, columns: torch.Tensor, steps: torch.Tensor, lr: float, cfg: FitConfig,
-             history: list[list[float]], modalities: tuple[str, ...] | None = None) -> None:
+    def adam(
+        self,
+        columns: torch.Tensor,
+        steps: torch.Tensor,
+        lr: float,
+        cfg: FitConfig,
+        history: list[list[float]],
+        modalities: tuple[str, ...] | None = None,
+    ) -> None:
         """Each member's ``steps[i]`` Adam steps (cosine rate) on ``params``, early-stopped on its own plateau.
 
         The batched form of :func:`models.fitting._adam`: member ``i`` stops when its loss improved by
@@ -234,8 +243,12 @@ def _fit_group(jobs: list[FitJob], prepared: list) -> list[dict]:
     results = []
     for i, (job, p) in enumerate(zip(jobs, prepared, strict=True)):
         summary = {
-            "member": job.member, "steps": len(history[i]), "warm": not cold, "initial_total": initial[i],
-            "total": float(total[i]), **{k: float(v[i]) for k, v in parts.items()},
+            "member": job.member,
+            "steps": len(history[i]),
+            "warm": not cold,
+            "initial_total": initial[i],
+            "total": float(total[i]),
+            **{k: float(v[i]) for k, v in parts.items()},
         }
         results.append({"state": {"net": fit.member_state(i), **p.meta, "weights": p.counts}, "summary": summary})
     return results

@@ -150,9 +150,13 @@ def additive_baseline(
     out = np.array(control, dtype=float, copy=True)
     for i, q in enumerate(queries):
         for t, d in zip(q.perturbation.targets, q.perturbation.doses, strict=True):
-            rows = [j for j, r in enumerate(reference)
-                    if r.perturbation.targets == (t,) and math.isclose(r.perturbation.doses[0], d, rel_tol=1e-6)
-                    and r.context.cell_line == q.context.cell_line]
+            rows = [
+                j
+                for j, r in enumerate(reference)
+                if r.perturbation.targets == (t,)
+                and math.isclose(r.perturbation.doses[0], d, rel_tol=1e-6)
+                and r.context.cell_line == q.context.cell_line
+            ]
             if not rows:
                 out[i] = np.nan
                 break
@@ -202,9 +206,13 @@ def _contexts(batch: MeasurementBatch) -> dict[str, tuple[str, str]]:
     out = {}
     for m in batch.modalities.values():
         first = m.obs.drop_duplicates(keys.QUERY_ID)
-        out.update(zip(first[keys.QUERY_ID].astype(str),
-                       zip(first[keys.CELL_LINE].astype(str), first[keys.SITE].astype(str), strict=True),
-                       strict=True))
+        out.update(
+            zip(
+                first[keys.QUERY_ID].astype(str),
+                zip(first[keys.CELL_LINE].astype(str), first[keys.SITE].astype(str), strict=True),
+                strict=True,
+            )
+        )
     return out
 
 
@@ -220,8 +228,12 @@ def _controls_only(readout: ObservedReadout | None, queries: Sequence[Query]) ->
     keep = np.array([q.perturbation.is_control for q in queries], dtype=bool)
     if not keep.any():
         return None
-    return ObservedReadout([q for q, k in zip(readout.query_ids, keep, strict=True) if k], readout.values[keep],
-                           readout.n_specimens[keep], readout.var_names)
+    return ObservedReadout(
+        [q for q, k in zip(readout.query_ids, keep, strict=True) if k],
+        readout.values[keep],
+        readout.n_specimens[keep],
+        readout.var_names,
+    )
 
 
 def _baseline(obs: ObservedReadout, ctx: dict, controls: ObservedReadout | None, control_ctx: dict) -> np.ndarray:
@@ -308,8 +320,9 @@ def evaluate(
                 raise ValueError(f"evaluate: {key}/{m}: prediction has shape {mu.shape}, observed {o.values.shape}")
             alea = np.asarray(pred.aleatoric[m])[idx] / o.n_specimens[:, None] if m in pred.aleatoric else 0.0
             var = np.asarray(pred.epistemic(m))[idx] + alea
-            ctrl = observed_readout(control_data, m) if control_data is not None and m in control_data.modalities \
-                else None
+            ctrl = (
+                observed_readout(control_data, m) if control_data is not None and m in control_data.modalities else None
+            )
             ctrl_q = [control_queries[q] for q in ctrl.query_ids] if ctrl is not None else []
             base = _baseline(o, ctx, _controls_only(ctrl, ctrl_q), control_ctx)
             f = _feature_map(m, o.var_names, gene_sets)
@@ -317,8 +330,9 @@ def evaluate(
             standard[axis].append(standard_metrics(f(mu), f(o.values), f(base), k_de))
             if ctrl is not None:
                 add = additive_baseline([queries[row[q]] for q in o.query_ids], ctrl_q, ctrl.values, base)
-                ok = np.isfinite(add).all(axis=1) & np.array([queries[row[q]].perturbation.order >= 2
-                                                                 for q in o.query_ids])
+                ok = np.isfinite(add).all(axis=1) & np.array(
+                    [queries[row[q]].perturbation.order >= 2 for q in o.query_ids]
+                )
                 if ok.any():
                     nadd.append(normalised_error(f(mu[ok]), f(o.values[ok]), f(add[ok])))
             nmses[axis].append(normalised_error(f(mu), f(o.values), f(base)))
@@ -366,11 +380,15 @@ def _report(losses: dict, nmses: dict, w: dict, ys: list, mus: list, vs: list, d
     if ys:
         y, mu, v = np.concatenate(ys), np.concatenate(mus), np.concatenate(vs)
         cal90 = interval_coverage(y, mu, v, 0.9)
-        details.update(calibration_50=interval_coverage(y, mu, v, 0.5), crps=float(np.mean(crps_gaussian(y, mu, v))),
-                       nll=float(np.mean(gaussian_nll(y, mu, v))))
+        details.update(
+            calibration_50=interval_coverage(y, mu, v, 0.5),
+            crps=float(np.mean(crps_gaussian(y, mu, v))),
+            nll=float(np.mean(gaussian_nll(y, mu, v))),
+        )
     if de_o:
-        details.update(de_overlap=float(np.mean(np.concatenate(de_o))),
-                       de_direction=float(np.mean(np.concatenate(de_d))))
+        details.update(
+            de_overlap=float(np.mean(np.concatenate(de_o))), de_direction=float(np.mean(np.concatenate(de_d)))
+        )
     return RiskReport(risk, parts, cal90, details)
 
 
@@ -412,14 +430,20 @@ def make_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
     names = [a.name for a in space.assays]
     rna_assay = "scrna" if "scrna" in names else next((a.name for a in space.assays if RNA in a.modalities), None)
 
-    def single(ctxs: list[Context], assay: str, u: tuple[float, float] = (0.0, 1.0),
-               t: tuple[float, float] = (0.0, 0.8), order: int = 1) -> Query:
+    def single(
+        ctxs: list[Context],
+        assay: str,
+        u: tuple[float, float] = (0.0, 1.0),
+        t: tuple[float, float] = (0.0, 0.8),
+        order: int = 1,
+    ) -> Query:
         idx = rng.choice(len(space.targets), size=order, replace=False)
         tg = [space.targets[i] for i in idx]
         doses = [float(space.unit_to_dose(x.kind, rng.uniform(*u))) for x in tg]
         time_h = lo + float(rng.uniform(*t)) * (hi - lo)
-        return Query(Perturbation(tuple(x.name for x in tg), tuple(doses)), time_h,
-                     ctxs[int(rng.integers(len(ctxs)))], assay)
+        return Query(
+            Perturbation(tuple(x.name for x in tg), tuple(doses)), time_h, ctxs[int(rng.integers(len(ctxs)))], assay
+        )
 
     out: dict[str, list[Query]] = {}
     if out_ctx and rna_assay:
@@ -460,7 +484,10 @@ def stress_blocks(stress: Mapping[str, Sequence[Query]]) -> Callable[[Query], bo
     conds = {(q.perturbation, q.time_h, q.context) for qs in stress.values() for q in qs}
 
     def blocks(q: Query) -> bool:
-        return (q.context in held_ctx or frozenset(q.perturbation.targets) in combos
-                or (q.perturbation, q.time_h, q.context) in conds)
+        return (
+            q.context in held_ctx
+            or frozenset(q.perturbation.targets) in combos
+            or (q.perturbation, q.time_h, q.context) in conds
+        )
 
     return blocks

@@ -120,8 +120,16 @@ def build_network(space: DesignSpace, data: WellData, config: FitConfig, seed: i
     plates = list(data.blocks[MORPHOLOGY].plates) if MORPHOLOGY in data.blocks else []
     gen = torch.Generator().manual_seed(int(seed))
     net = CSLNetwork(
-        len(space.targets), K, len(lines), len(sites), ec50_init(space), dims, max(len(plates), 1),
-        generator=gen, propagate=config.propagate, n_cell_types=config.n_cell_types,
+        len(space.targets),
+        K,
+        len(lines),
+        len(sites),
+        ec50_init(space),
+        dims,
+        max(len(plates), 1),
+        generator=gen,
+        propagate=config.propagate,
+        n_cell_types=config.n_cell_types,
         project_spatial=projects_spatial(var_names),
     )
     if state is not None:
@@ -211,16 +219,25 @@ def fit_member(job: FitJob) -> dict:
         # the programs), then fit the other decoders to that latent, then everything jointly.
         n_stage = cfg.max_steps // 5
         if MOLECULAR in job.data.blocks:
-            _adam(net, job.data, weights, list(net.operator.parameters()) + list(net.decoders[MOLECULAR].parameters()),
-                  n_stage, cfg, history, (MOLECULAR,))
+            _adam(
+                net,
+                job.data,
+                weights,
+                list(net.operator.parameters()) + list(net.decoders[MOLECULAR].parameters()),
+                n_stage,
+                cfg,
+                history,
+                (MOLECULAR,),
+            )
             others = [p for n, d in net.decoders.items() if n != MOLECULAR for p in d.parameters()]
             if others:
                 _adam(net, job.data, weights, others, n_stage, cfg, history)
         steps = cfg.max_steps - len(history)
     else:
         steps = cfg.warm_steps
-    _adam(net, job.data, weights, list(net.parameters()), steps, cfg, history,
-          lr=cfg.lr if state is None else cfg.warm_lr)
+    _adam(
+        net, job.data, weights, list(net.parameters()), steps, cfg, history, lr=cfg.lr if state is None else cfg.warm_lr
+    )
     with torch.no_grad():
         final = net.loss(job.data, weights)
     new_state = {"net": {k: v.detach().clone() for k, v in net.state_dict().items()}, **meta, "weights": counts}
@@ -267,9 +284,16 @@ def network_from_state(space: DesignSpace, state: dict, config: FitConfig) -> CS
     """Rebuild a member's network from its state (for prediction)."""
     lines, sites = context_vocab(space)
     net = CSLNetwork(
-        len(space.targets), int(state["n_programs"]), len(lines), len(sites), ec50_init(space),
-        dict(state["feature_dims"]), max(len(state["plates"]), 1), propagate=config.propagate,
-        n_cell_types=config.n_cell_types, project_spatial=projects_spatial(state["var_names"]),
+        len(space.targets),
+        int(state["n_programs"]),
+        len(lines),
+        len(sites),
+        ec50_init(space),
+        dict(state["feature_dims"]),
+        max(len(state["plates"]), 1),
+        propagate=config.propagate,
+        n_cell_types=config.n_cell_types,
+        project_spatial=projects_spatial(state["var_names"]),
     )
     net.load_state_dict(state["net"])
     net.eval()

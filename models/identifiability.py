@@ -95,8 +95,16 @@ from models.data import build_well_data
 from models.translation import translation_error
 
 TRUTH_WEIGHTS = {
-    "latent_mcc": 1.0, "latent_r2": 1.0, "ec50": 2.0, "hill": 1.0, "tau": 1.0, "direction": 2.0,
-    "interaction": 1.0, "cross_modal": 1.0, "cross_scale": 1.0, "lift": 1.0,
+    "latent_mcc": 1.0,
+    "latent_r2": 1.0,
+    "ec50": 2.0,
+    "hill": 1.0,
+    "tau": 1.0,
+    "direction": 2.0,
+    "interaction": 1.0,
+    "cross_modal": 1.0,
+    "cross_scale": 1.0,
+    "lift": 1.0,
 }
 PRACTICAL_WEIGHTS = {"contraction": 2.0, "fisher_min": 1.0, "fisher_cond": 1.0, "heldout": 1.0}
 #: Main-program |Emax| below which a target counts as unidentified (practical mode).
@@ -228,8 +236,11 @@ def _truth_parts(model, truth: GroundTruth, probe: list[Query], wd) -> tuple[dic
     if translated is not None:
         raw["cross_modal"] = translated
     else:  # no anchors in the data: decoded readouts vs the truth over the probes
-        cm = [_feature_r2(pred.mean(m), np.log(expected[m] + 1.0) if m == ADT else expected[m])
-              for m in (ADT, MORPHOLOGY) if m in pred.members and m in expected]
+        cm = [
+            _feature_r2(pred.mean(m), np.log(expected[m] + 1.0) if m == ADT else expected[m])
+            for m in (ADT, MORPHOLOGY)
+            if m in pred.members and m in expected
+        ]
         raw["cross_modal"] = 1.0 - float(np.mean(cm)) if cm else 1.0
     spot_src = SPATIAL if SPATIAL in pred.members else RNA if RNA in pred.members else None
     if spot_src is not None and SPATIAL in expected:
@@ -246,8 +257,9 @@ def _truth_parts(model, truth: GroundTruth, probe: list[Query], wd) -> tuple[dic
         if callable(spot_truth):
             true_comp = true_compositions(lifted, wd, spot_truth)
             raw["lift"] = composition_error(lifted.composition, true_comp)
-            raw["lift_uniform"] = composition_error(np.full_like(lifted.composition, 1.0 / lifted.composition.shape[1]),
-                                                    true_comp)
+            raw["lift_uniform"] = composition_error(
+                np.full_like(lifted.composition, 1.0 / lifted.composition.shape[1]), true_comp
+            )
             true_z = true_compositions(lifted, wd, spot_truth, key="latent")
             Xs = np.c_[lifted.state, np.ones(len(true_z))]
             res = true_z - Xs @ np.linalg.lstsq(Xs, true_z, rcond=None)[0]
@@ -279,10 +291,12 @@ def _contraction(model) -> tuple[float, np.ndarray]:  # noqa: ANN001
     T = len(main)
     rows = np.arange(T)
     eff = np.abs(P["emax"].mean(0))[rows, main]
-    width = np.array([
-        math.log10(model.space.dose_ranges[t.kind][1]) - math.log10(model.space.dose_ranges[t.kind][0])
-        for t in model.space.targets
-    ])
+    width = np.array(
+        [
+            math.log10(model.space.dose_ranges[t.kind][1]) - math.log10(model.space.dose_ranges[t.kind][0])
+            for t in model.space.targets
+        ]
+    )
     if P["emax"].shape[0] < 2:
         return 0.0, eff
     v = [
@@ -365,8 +379,11 @@ def _well_data(model, data: MeasurementBatch | None):  # noqa: ANN001, ANN202
         spec = set()
         for m in data.modalities.values():
             obs = m.obs
-            col = obs[keys.SPECIMEN] if keys.SPECIMEN in obs else obs[keys.QUERY_ID].astype(str) + ":" + obs[
-                keys.REPLICATE].astype(str)
+            col = (
+                obs[keys.SPECIMEN]
+                if keys.SPECIMEN in obs
+                else obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str)
+            )
             spec.update(col.astype(str).unique().tolist())
         if spec == seen:
             return model.data
@@ -420,8 +437,13 @@ def score(model, data: MeasurementBatch | None = None, truth: GroundTruth | None
         gap = _heldout(model, wd)
         sd = 1.0 / math.sqrt(lam_min) if lam_min > 0 else float("inf")
         log_cond = math.log10(cond) if math.isfinite(cond) else float("inf")
-        raw = {"contraction": 1.0 - contraction, "fisher_min": sd, "fisher_lambda_min": lam_min,
-               "fisher_cond": log_cond, "heldout": gap}
+        raw = {
+            "contraction": 1.0 - contraction,
+            "fisher_min": sd,
+            "fisher_lambda_min": lam_min,
+            "fisher_cond": log_cond,
+            "heldout": gap,
+        }
         parts = {
             "contraction": contraction,
             "fisher_min": math.exp(-sd / 0.3) if math.isfinite(sd) else 0.0,

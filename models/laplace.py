@@ -101,11 +101,22 @@ class Layout:
     def prior_variance(self, space: DesignSpace) -> torch.Tensor:
         """``(P,)`` prior variances (the identifiability prior widths; γ :data:`GAMMA_PRIOR_VAR`)."""
         T, K = self.T, self.K
-        width = torch.tensor([math.log10(space.dose_ranges[t.kind][1]) - math.log10(space.dose_ranges[t.kind][0])
-                              for t in space.targets], dtype=torch.float64)
-        return torch.cat([(width**2 / 12.0).repeat_interleave(K), torch.full((T * K,), 0.25, dtype=torch.float64),
-                          torch.ones(T * K, dtype=torch.float64), torch.ones(T, dtype=torch.float64),
-                          torch.full((T * (T - 1) // 2,), GAMMA_PRIOR_VAR, dtype=torch.float64)])
+        width = torch.tensor(
+            [
+                math.log10(space.dose_ranges[t.kind][1]) - math.log10(space.dose_ranges[t.kind][0])
+                for t in space.targets
+            ],
+            dtype=torch.float64,
+        )
+        return torch.cat(
+            [
+                (width**2 / 12.0).repeat_interleave(K),
+                torch.full((T * K,), 0.25, dtype=torch.float64),
+                torch.ones(T * K, dtype=torch.float64),
+                torch.ones(T, dtype=torch.float64),
+                torch.full((T * (T - 1) // 2,), GAMMA_PRIOR_VAR, dtype=torch.float64),
+            ]
+        )
 
 
 def _latent_jacobian(op: torch.nn.Module, f) -> torch.Tensor:  # noqa: ANN001
@@ -124,8 +135,9 @@ def _latent_jacobian(op: torch.nn.Module, f) -> torch.Tensor:  # noqa: ANN001
         rows = []
         for k in range(K):
             g = torch.autograd.grad(z[:, k].sum(), leaves, retain_graph=k < K - 1, allow_unused=True)
-            d_ec50, d_hill, d_emax, d_tau, d_gam = (torch.zeros_like(v) if x is None else x
-                                                    for x, v in zip(g, leaves, strict=True))
+            d_ec50, d_hill, d_emax, d_tau, d_gam = (
+                torch.zeros_like(v) if x is None else x for x, v in zip(g, leaves, strict=True)
+            )
             d_lnh = d_hill * slots["hill"].detach()  # d/d ln h = h · d/dh
             d_lntau = d_tau * slots["tau_h"].detach()  # d/d ln τ = τ · d/dτ
             per_slot = torch.cat([d_ec50, d_lnh, d_emax, d_lntau[..., None]], -1).reshape(n, -1)
@@ -156,12 +168,20 @@ def decoder_roots(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     line = torch.arange(n_lines).repeat_interleave(n_sites)
     site = torch.arange(n_sites).repeat(n_lines)
     with torch.no_grad():
-        return {name: _sqrt_psd(_decoder_weight(dec, op.baseline.detach()[line], site).double()).float().reshape(
-            n_lines, n_sites, K, K) for name, dec in net.decoders.items()}
+        return {
+            name: _sqrt_psd(_decoder_weight(dec, op.baseline.detach()[line], site).double())
+            .float()
+            .reshape(n_lines, n_sites, K, K)
+            for name, dec in net.decoders.items()
+        }
 
 
-def information_factors(net: torch.nn.Module, f, modalities: list[tuple[str, ...]],  # noqa: ANN001
-                        roots: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def information_factors(
+    net: torch.nn.Module,
+    f,
+    modalities: list[tuple[str, ...]],  # noqa: ANN001
+    roots: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """``(n, width, R)`` factors ``L`` with ``L Lᵀ`` the Fisher information of one specimen per condition.
 
     Args:
@@ -231,9 +251,15 @@ class MemberPosterior:
             emax_t = op.emax.detach().abs().double().max(1).values
             pair = (emax_t[:, None] * emax_t[None, :] / EFFECT_SCALE**2).clamp(EFFECT_FLOOR, 1.0)
             pair = pair[torch.triu_indices(T, T, 1).unbind()]
-        w = torch.cat([WEIGHTS["log10_ec50"] * real, WEIGHTS["ln_hill"] * real,
-                       torch.full((T * K,), WEIGHTS["emax"], dtype=torch.float64),
-                       torch.full((T,), WEIGHTS["ln_tau"], dtype=torch.float64), WEIGHTS["gamma"] * pair])
+        w = torch.cat(
+            [
+                WEIGHTS["log10_ec50"] * real,
+                WEIGHTS["ln_hill"] * real,
+                torch.full((T * K,), WEIGHTS["emax"], dtype=torch.float64),
+                torch.full((T,), WEIGHTS["ln_tau"], dtype=torch.float64),
+                WEIGHTS["gamma"] * pair,
+            ]
+        )
         self.c = torch.cat([w / prior_var, torch.zeros(1, dtype=torch.float64)])  # C = diag(c), dummy last
         self.roots = decoder_roots(net)
         Lam = torch.zeros(P + 1, P + 1, dtype=torch.float64)
@@ -260,8 +286,9 @@ class MemberPosterior:
         """``G = Σ C Σ`` (float32), what :meth:`gains` reads."""
         return ((sigma * self.c) @ sigma).float()
 
-    def gains(self, sigma: torch.Tensor, idx: torch.Tensor, L: torch.Tensor, G: torch.Tensor | None = None
-              ) -> torch.Tensor:
+    def gains(
+        self, sigma: torch.Tensor, idx: torch.Tensor, L: torch.Tensor, G: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(n,)`` weighted variance drop of adding each candidate alone to posterior ``sigma``.
 
         ``tr((I + Lᵀ Σ_SS L)⁻¹ Lᵀ G_SS L)`` with ``G = Σ C Σ``.
@@ -297,8 +324,11 @@ class MemberPosterior:
         return float((torch.diagonal(sigma) * self.c).sum())
 
 
-def laplace(model, queries: Sequence[Query], networks: Sequence[torch.nn.Module] | None = None  # noqa: ANN001
-            ) -> tuple[list[MemberPosterior], torch.Tensor, list[torch.Tensor]]:
+def laplace(
+    model,
+    queries: Sequence[Query],
+    networks: Sequence[torch.nn.Module] | None = None,  # noqa: ANN001
+) -> tuple[list[MemberPosterior], torch.Tensor, list[torch.Tensor]]:
     """Each member's Laplace posterior, and one specimen's information factor for each of ``queries``.
 
     Args:

@@ -73,8 +73,9 @@ def _top(effect: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.abs(effect), axis=1, kind="stable")[:, :k]
 
 
-def standard_metrics(pert_pred: np.ndarray, pert_real: np.ndarray, ctrl: np.ndarray, k: int = 20,
-                     ctrl_pred: np.ndarray | None = None) -> dict[str, float]:
+def standard_metrics(
+    pert_pred: np.ndarray, pert_real: np.ndarray, ctrl: np.ndarray, k: int = 20, ctrl_pred: np.ndarray | None = None
+) -> dict[str, float]:
     """The standard metrics of one set (module docstring), and their ``_skill`` forms.
 
     Args:
@@ -98,12 +99,15 @@ def standard_metrics(pert_pred: np.ndarray, pert_real: np.ndarray, ctrl: np.ndar
     dr = pert_real - ctrl
     k = max(1, min(int(k), F))
     r = _pearson_rows(dp, dr)
-    out = {"pearson_delta": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
-           "mae": float(np.abs(pert_pred - pert_real).mean())}
+    out = {
+        "pearson_delta": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan"),
+        "mae": float(np.abs(pert_pred - pert_real).mean()),
+    }
     out["discrimination_score_l1"] = float(discrimination_l1(dp, dr).mean()) if n > 1 else float("nan")
     top_r, top_p = _top(dr, k), _top(dp, k)
-    out["overlap_at_N"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_r, top_p, strict=True)])
-                                ) if k < F else float("nan")  # the top N of N features always overlap
+    out["overlap_at_N"] = (
+        float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_r, top_p, strict=True)])) if k < F else float("nan")
+    )  # the top N of N features always overlap
     rows = np.arange(n)[:, None]
     out["de_direction_match"] = float((np.sign(dp[rows, top_r]) == np.sign(dr[rows, top_r])).mean())
     base_mae = float(np.abs(ctrl - pert_real).mean())

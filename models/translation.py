@@ -92,8 +92,9 @@ def translation_r2(net: CSLNetwork, wd: WellData, plates: list[str] | None = Non
             p.requires_grad_(f)
 
 
-def _plate_effect(dec: torch.nn.Module, block_plates: tuple[str, ...], plate: torch.Tensor,
-                  plates: list[str] | None) -> torch.Tensor:
+def _plate_effect(
+    dec: torch.nn.Module, block_plates: tuple[str, ...], plate: torch.Tensor, plates: list[str] | None
+) -> torch.Tensor:
     """``(n, F)`` learned plate effects of the specimens (zero for plates the network never saw)."""
     if plates is None:
         return dec.plate[plate]
@@ -103,8 +104,9 @@ def _plate_effect(dec: torch.nn.Module, block_plates: tuple[str, ...], plate: to
     return eff * (idx >= 0)[:, None]
 
 
-def _translate(net: CSLNetwork, wd: WellData, rna_rows: dict[str, int], out: dict[str, float],
-               plates: list[str] | None) -> dict[str, float]:
+def _translate(
+    net: CSLNetwork, wd: WellData, rna_rows: dict[str, int], out: dict[str, float], plates: list[str] | None
+) -> dict[str, float]:
     for m in (ADT, MORPHOLOGY):
         if m not in wd.blocks:
             continue
@@ -125,8 +127,9 @@ def _translate(net: CSLNetwork, wd: WellData, rna_rows: dict[str, int], out: dic
         with torch.no_grad():
             if m == ADT:
                 f = wd.features.take(sub.query)
-                lagged = QueryFeatures(f.target, f.log10_dose, (f.time_h - dec.lag_h).clamp_min(0.0), f.cell_line,
-                                       f.site)
+                lagged = QueryFeatures(
+                    f.target, f.log10_dose, (f.time_h - dec.lag_h).clamp_min(0.0), f.cell_line, f.site
+                )
                 z = z + net.operator(lagged) - net.operator(f)
                 pred = np.log(np.exp(dec.log_mean(z, site).double().numpy()) + 1.0)
                 obs = np.log(sub.y.double().numpy() / sub.n_units.double().numpy()[:, None] + 1.0)

@@ -58,8 +58,20 @@ class WorldConfig:
     costs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("n_genes", "n_programs", "n_cell_lines", "n_sites", "cells_per_well", "morph_cells_per_well",
-                     "spots_per_patch", "cells_per_spot", "n_adt", "n_morph_features", "n_cell_types", "n_plates"):
+        for name in (
+            "n_genes",
+            "n_programs",
+            "n_cell_lines",
+            "n_sites",
+            "cells_per_well",
+            "morph_cells_per_well",
+            "spots_per_patch",
+            "cells_per_spot",
+            "n_adt",
+            "n_morph_features",
+            "n_cell_types",
+            "n_plates",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"WorldConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_compounds < 0 or self.n_genetic < 0 or self.n_compounds + self.n_genetic < 1:
@@ -74,11 +86,21 @@ class WorldConfig:
 
     def assays(self) -> tuple[Assay, ...]:
         """The default assay catalogue with this world's unit counts and costs."""
-        units = {RNA: self.cells_per_well, ADT: self.cells_per_well, MORPHOLOGY: self.morph_cells_per_well,
-                 MOLECULAR: 1, SPATIAL: self.spots_per_patch}
+        units = {
+            RNA: self.cells_per_well,
+            ADT: self.cells_per_well,
+            MORPHOLOGY: self.morph_cells_per_well,
+            MOLECULAR: 1,
+            SPATIAL: self.spots_per_patch,
+        }
         return tuple(
-            Assay(a.name, a.modalities, a.scale, float(self.costs.get(a.name, a.cost)),
-                  tuple(units[m] for m in a.modalities))
+            Assay(
+                a.name,
+                a.modalities,
+                a.scale,
+                float(self.costs.get(a.name, a.cost)),
+                tuple(units[m] for m in a.modalities),
+            )
             for a in DEFAULT_ASSAYS
         )
 
@@ -86,14 +108,31 @@ class WorldConfig:
 #: Named presets: ``small`` for tests, ``default``, ``large`` for scale studies.
 PRESETS: dict[str, WorldConfig] = {
     "small": WorldConfig(
-        n_genes=40, n_programs=4, n_compounds=3, n_genetic=4, n_cell_lines=2, n_sites=2,
-        cells_per_well=20, morph_cells_per_well=20, spots_per_patch=16, cells_per_spot=4,
-        n_adt=10, n_morph_features=12, n_cell_types=2,
+        n_genes=40,
+        n_programs=4,
+        n_compounds=3,
+        n_genetic=4,
+        n_cell_lines=2,
+        n_sites=2,
+        cells_per_well=20,
+        morph_cells_per_well=20,
+        spots_per_patch=16,
+        cells_per_spot=4,
+        n_adt=10,
+        n_morph_features=12,
+        n_cell_types=2,
     ),
     "default": WorldConfig(),
     "large": WorldConfig(
-        n_genes=2000, n_programs=32, n_compounds=136, n_genetic=64, n_cell_lines=10, n_sites=3,
-        n_adt=100, n_morph_features=96, n_cell_types=5,
+        n_genes=2000,
+        n_programs=32,
+        n_compounds=136,
+        n_genetic=64,
+        n_cell_lines=10,
+        n_sites=3,
+        n_adt=100,
+        n_morph_features=96,
+        n_cell_types=5,
     ),
 }
 

@@ -54,9 +54,15 @@ def design_queries(world: CellWorld, design: str, n: int, assays: list[str], rng
         return out
     if design == "controls":
         lo, hi = space.time_range_h
-        return [Query(Perturbation.control(), float(rng.uniform(lo, hi)),
-                      space.contexts[int(rng.integers(len(space.contexts)))], assays[i % len(assays)])
-                for i in range(n)]
+        return [
+            Query(
+                Perturbation.control(),
+                float(rng.uniform(lo, hi)),
+                space.contexts[int(rng.integers(len(space.contexts)))],
+                assays[i % len(assays)],
+            )
+            for i in range(n)
+        ]
     raise ValueError(f"unknown design {design!r}; known: {DESIGNS}")
 
 

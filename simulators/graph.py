@@ -88,8 +88,8 @@ def propagate(edges: np.ndarray, n_programs: int) -> tuple[np.ndarray, np.ndarra
     for p, c, w, d in edges:
         g.add_edge(int(p), int(c), weight=float(w), delay_h=float(d))
     topo = list(nx.topological_sort(g))
-    w_sum = np.eye(n_programs)       # Σ Π w over paths m → k
-    w_abs = np.eye(n_programs)       # Σ Π |w|
+    w_sum = np.eye(n_programs)  # Σ Π w over paths m → k
+    w_abs = np.eye(n_programs)  # Σ Π |w|
     wd = np.zeros((n_programs, n_programs))  # Σ Π |w| · path delay
     for node in topo:
         for parent in g.predecessors(node):

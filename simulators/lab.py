@@ -74,9 +74,13 @@ def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
     t_lo, t_hi = min(times), max(times)
     contexts = tuple(sorted({q.context for q in qs}, key=lambda c: (c.cell_line, c.site)))
     space = DesignSpace(
-        targets=targets, contexts=contexts, assays=tuple(assays), dose_ranges=ranges,
+        targets=targets,
+        contexts=contexts,
+        assays=tuple(assays),
+        dose_ranges=ranges,
         time_range_h=(t_lo, t_hi if t_hi > t_lo else t_lo + 1.0),
-        max_order=max(1, max(q.perturbation.order for q in qs)), pool=tuple(qs),
+        max_order=max(1, max(q.perturbation.order for q in qs)),
+        pool=tuple(qs),
     )
     for q in qs:  # every stored condition must be a valid query of the space built from them
         space.validate(q)
@@ -93,8 +97,7 @@ class LabAdapter(Oracle):
         exclude: Specimens already handed out (e.g. from the ledger on resume).
     """
 
-    def __init__(self, batch: MeasurementBatch, space: DesignSpace | None = None,
-                 exclude: Iterable[str] = ()) -> None:
+    def __init__(self, batch: MeasurementBatch, space: DesignSpace | None = None, exclude: Iterable[str] = ()) -> None:
         self.batch = batch
         self.space = space or space_from_batch(batch)
         specimens: dict[str, list[str]] = {}
@@ -107,8 +110,13 @@ class LabAdapter(Oracle):
         self._used = set(exclude)
 
     @classmethod
-    def from_file(cls, path: str | Path, mapping: dict[str, str] | None = None,
-                  exclude: Iterable[str] = (), **read_options: object) -> LabAdapter:
+    def from_file(
+        cls,
+        path: str | Path,
+        mapping: dict[str, str] | None = None,
+        exclude: Iterable[str] = (),
+        **read_options: object,
+    ) -> LabAdapter:
         """Read a data file (see :mod:`simulators.lab_formats`) and build the adapter.
 
         Args:
@@ -127,8 +135,9 @@ class LabAdapter(Oracle):
         """Specimens of a condition not yet handed out."""
         return sum(s not in self._used for s in self._specimens.get(query_id, ()))
 
-    def measure(self, queries: Sequence[Query], layout: Layout | None = None,
-                exclude: Iterable[str] | None = None) -> MeasurementBatch:
+    def measure(
+        self, queries: Sequence[Query], layout: Layout | None = None, exclude: Iterable[str] | None = None
+    ) -> MeasurementBatch:
         """Hand out stored specimens, replicates without replacement.
 
         Args:
@@ -153,8 +162,10 @@ class LabAdapter(Oracle):
             if not self._specimens.get(q.query_id):
                 raise ValueError(f"query {q.query_id} ({q.perturbation.label}): condition not in the data")
             if len(free) < q.replicates:
-                raise ValueError(f"query {q.query_id} ({q.perturbation.label}): {q.replicates} replicates asked, "
-                                 f"{len(free)} left in the data")
+                raise ValueError(
+                    f"query {q.query_id} ({q.perturbation.label}): {q.replicates} replicates asked, "
+                    f"{len(free)} left in the data"
+                )
             chosen += free[: q.replicates]
         if exclude is None:
             self._used.update(chosen)

@@ -66,20 +66,49 @@ REQUIRED = (keys.PERTURBATION, keys.TIME, keys.CELL_LINE)
 COUNT_MODALITIES = ("rna", "adt", "spatial")
 COMBO_COLUMNS = ("drug1", "drug2", "conc1", "conc2", "response")
 #: Concentration units (lower case) → factor to µM.
-CONCENTRATION_UNITS = {"um": 1.0, "µm": 1.0, "μm": 1.0, "micromolar": 1.0, "nm": 1e-3, "nanomolar": 1e-3,
-                       "pm": 1e-6, "picomolar": 1e-6, "mm": 1e3, "millimolar": 1e3}
+CONCENTRATION_UNITS = {
+    "um": 1.0,
+    "µm": 1.0,
+    "μm": 1.0,
+    "micromolar": 1.0,
+    "nm": 1e-3,
+    "nanomolar": 1e-3,
+    "pm": 1e-6,
+    "picomolar": 1e-6,
+    "mm": 1e3,
+    "millimolar": 1e3,
+}
 #: Genetic-perturbation units (lower case) → how the value becomes a strength in [0, 1].
 GENETIC_UNITS = {
     **dict.fromkeys(("fraction", "strength", "knockdown", "activation", "efficiency"), "strength"),
     **dict.fromkeys(("%", "percent"), "percent"),
-    **dict.fromkeys(("guide", "guides", "sgrna", "sgrnas", "grna", "grnas", "shrna", "sirna", "orf", "crispr"),
-                    "present"),
+    **dict.fromkeys(
+        ("guide", "guides", "sgrna", "sgrnas", "grna", "grnas", "shrna", "sirna", "orf", "crispr"), "present"
+    ),
     "moi": "moi",
 }
 #: scPerturb ``perturbation_type`` values (lower case, ``-``/``_``/space ignored) → the unit they imply.
 PERTURBATION_TYPES = {
-    **dict.fromkeys(("crispr", "crispri", "crispra", "crisprcas9", "crisprko", "crisprcas9knockout", "knockout",
-                     "ko", "knockdown", "orf", "overexpression", "shrna", "sirna", "rnai", "genetic"), "guide"),
+    **dict.fromkeys(
+        (
+            "crispr",
+            "crispri",
+            "crispra",
+            "crisprcas9",
+            "crisprko",
+            "crisprcas9knockout",
+            "knockout",
+            "ko",
+            "knockdown",
+            "orf",
+            "overexpression",
+            "shrna",
+            "sirna",
+            "rnai",
+            "genetic",
+        ),
+        "guide",
+    ),
     **dict.fromkeys(("drug", "drugs", "compound", "compounds", "smallmolecule", "chemical", "chemicals"), "um"),
     **dict.fromkeys(("control", "ctrl", "none", "unperturbed", "vehicle"), "guide"),  # a control's unit is unused
 }
@@ -88,15 +117,56 @@ DOSE_UNITS = (*CONCENTRATION_UNITS, *GENETIC_UNITS)
 #: Target names that mean "no perturbation" (case-insensitive; numbered or suffixed variants too).
 CONTROL_PATTERN = re.compile(
     r"^(control|ctrl|non[-_ ]?targeting|nt|ntc|safe[-_ ]?targeting|vehicle|dmso|unperturbed|untreated|mock|"
-    r"scrambled?|none|sgnt|pbs)(\d*|[-_ .:].*)$", re.IGNORECASE)
+    r"scrambled?|none|sgnt|pbs)(\d*|[-_ .:].*)$",
+    re.IGNORECASE,
+)
 #: Per-cell QC and annotation columns of scPerturb / scanpy obs, metadata even where numeric.
-METADATA_COLUMNS = frozenset({
-    "perturbation_type", "guide_id", "guide_ids", "guide", "sgrna", "gene", "gene_id", "target", "target_gene",
-    "nperts", "ncounts", "ngenes", "n_counts", "n_genes", "total_counts", "n_genes_by_counts", "ncount_rna",
-    "nfeature_rna", "percent_mito", "percent_ribo", "pct_counts_mt", "pct_counts_ribo", "umi_count",
-    "celltype", "cell_type", "tissue_type", "cancer", "disease", "organism", "sex", "age", "library", "lane",
-    "barcode", "cell_barcode", "gem_group", "sample", "donor", "notes", "comment", "qc", "doublet",
-})
+METADATA_COLUMNS = frozenset(
+    {
+        "perturbation_type",
+        "guide_id",
+        "guide_ids",
+        "guide",
+        "sgrna",
+        "gene",
+        "gene_id",
+        "target",
+        "target_gene",
+        "nperts",
+        "ncounts",
+        "ngenes",
+        "n_counts",
+        "n_genes",
+        "total_counts",
+        "n_genes_by_counts",
+        "ncount_rna",
+        "nfeature_rna",
+        "percent_mito",
+        "percent_ribo",
+        "pct_counts_mt",
+        "pct_counts_ribo",
+        "umi_count",
+        "celltype",
+        "cell_type",
+        "tissue_type",
+        "cancer",
+        "disease",
+        "organism",
+        "sex",
+        "age",
+        "library",
+        "lane",
+        "barcode",
+        "cell_barcode",
+        "gem_group",
+        "sample",
+        "donor",
+        "notes",
+        "comment",
+        "qc",
+        "doublet",
+    }
+)
 
 
 def is_control_name(name: str) -> bool:
@@ -108,9 +178,13 @@ class DataFormatError(ValueError):
     """A data file is malformed; the message names the file, row and column."""
 
 
-def read_measurements(path: str | Path, mapping: dict[str, str] | None = None,
-                      modality: str = "molecular", units: dict[str, str] | None = None,
-                      features: list[str] | None = None) -> MeasurementBatch:
+def read_measurements(
+    path: str | Path,
+    mapping: dict[str, str] | None = None,
+    modality: str = "molecular",
+    units: dict[str, str] | None = None,
+    features: list[str] | None = None,
+) -> MeasurementBatch:
     """Read a measured screen.
 
     Args:
@@ -163,8 +237,11 @@ def read_options(data_mapping: dict | None) -> dict:
         if key in d and not isinstance(d[key], kind):
             raise ValueError(f"data_mapping.{key} must be a {kind.__name__}, got {d[key]!r}")
     _check_unit_map(d.get("units"))
-    out = {"mapping": d.get("columns") or None, "units": d.get("units") or None,
-           "features": [str(f) for f in d["features"]] if d.get("features") else None}
+    out = {
+        "mapping": d.get("columns") or None,
+        "units": d.get("units") or None,
+        "features": [str(f) for f in d["features"]] if d.get("features") else None,
+    }
     if "modality" in d:
         out["modality"] = d["modality"]
     return out
@@ -201,7 +278,7 @@ def _read_h5ad(path: Path, units: dict[str, str] | None = None) -> MeasurementBa
         except Exception as exc:  # noqa: BLE001 - h5py raises many types for a damaged file
             raise DataFormatError(f"{f}: unreadable or truncated .h5ad ({type(exc).__name__}: {exc})") from None
         obs = a.obs.reset_index(drop=True).copy()
-        default = f.name[len(path.name[: -len(".h5ad")]) + 1: -len(".h5ad")] if f != path else "rna"
+        default = f.name[len(path.name[: -len(".h5ad")]) + 1 : -len(".h5ad")] if f != path else "rna"
         mod = str(obs[keys.MODALITY].iloc[0]) if keys.MODALITY in obs and len(obs) else default
         X = _count_matrix(a) if mod in COUNT_MODALITIES else _dense(a.X)
         df = pd.concat([obs, pd.DataFrame(X, columns=list(map(str, a.var_names)))], axis=1)
@@ -251,12 +328,18 @@ def combo_to_tidy(df: pd.DataFrame, path: Path) -> pd.DataFrame:
                 concs.append(c)
         labels.append("+".join(names) or keys.CONTROL)
         doses.append("+".join(repr(c) for c in concs) or "0")
-    out = pd.DataFrame({
-        keys.PERTURBATION: labels, keys.DOSE_VALUE: doses, keys.DOSE_UNIT: "uM",
-        keys.TIME: df["time"] if "time" in df else 72.0, keys.CELL_LINE: df[keys.CELL_LINE] if keys.CELL_LINE in df
-        else None, keys.REPLICATE: df[keys.REPLICATE] if keys.REPLICATE in df else 0,
-        keys.ASSAY: "viability", "response": df["response"],
-    })
+    out = pd.DataFrame(
+        {
+            keys.PERTURBATION: labels,
+            keys.DOSE_VALUE: doses,
+            keys.DOSE_UNIT: "uM",
+            keys.TIME: df["time"] if "time" in df else 72.0,
+            keys.CELL_LINE: df[keys.CELL_LINE] if keys.CELL_LINE in df else None,
+            keys.REPLICATE: df[keys.REPLICATE] if keys.REPLICATE in df else 0,
+            keys.ASSAY: "viability",
+            "response": df["response"],
+        }
+    )
     return out
 
 
@@ -291,8 +374,13 @@ def _number(value: object, path: Path, i: int, column: str) -> float:
     return x
 
 
-def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[str] | None = None,
-                   unit_map: dict[str, str] | None = None) -> MeasurementBatch:
+def table_to_batch(
+    df: pd.DataFrame,
+    path: Path,
+    modality: str,
+    features: list[str] | None = None,
+    unit_map: dict[str, str] | None = None,
+) -> MeasurementBatch:
     """Validate a tidy table and turn it into a batch (one modality per ``modality`` value).
 
     Args:
@@ -310,8 +398,9 @@ def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[s
         raise DataFormatError(f"{path}: no rows")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise DataFormatError(f"{path}: missing column(s) {missing}; required: {list(REQUIRED)} "
-                              "(map other names with a column mapping)")
+        raise DataFormatError(
+            f"{path}: missing column(s) {missing}; required: {list(REQUIRED)} (map other names with a column mapping)"
+        )
     if features is None:
         features = feature_columns(df)
     absent = [c for c in features if c not in df.columns]
@@ -330,8 +419,9 @@ def table_to_batch(df: pd.DataFrame, path: Path, modality: str, features: list[s
     return MeasurementBatch({m.obs[keys.MODALITY].iloc[0]: m for m in parts})
 
 
-def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str],
-              unit_map: dict[str, str] | None = None) -> ModalityData:
+def _modality(
+    df: pd.DataFrame, path: Path, mod: str, features: list[str], unit_map: dict[str, str] | None = None
+) -> ModalityData:
     values = df[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -341,18 +431,33 @@ def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str],
         raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: {what}")
     if mod in COUNT_MODALITIES and (values < 0).any():
         i, j = np.argwhere(values < 0)[0]
-        raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: negative count "
-                              f"{values[i, j]}; {mod} counts must be >= 0")
+        raise DataFormatError(
+            f"{path}: row {df.index[i] + 2}, column {features[j]}: negative count "
+            f"{values[i, j]}; {mod} counts must be >= 0"
+        )
     fractional = np.abs(values - np.round(values)) > 1e-6
     if mod in COUNT_MODALITIES and fractional.any():
         i, j = np.argwhere(fractional)[0]
         raise DataFormatError(
             f"{path}: row {df.index[i] + 2}, column {features[j]}: {values[i, j]:g} is not a count; {mod} is "
             "modelled as raw counts (negative binomial), and non-integer values look log-normalised. Give the raw "
-            "counts: in an .h5ad as X, layers['counts'] or .raw (cslab reads the first that holds counts)")
+            "counts: in an .h5ad as X, layers['counts'] or .raw (cslab reads the first that holds counts)"
+        )
     # Metadata is parsed once per distinct combination, then broadcast to its rows.
-    meta_in = [c for c in (*REQUIRED, keys.DOSE_VALUE, keys.DOSE_UNIT, "perturbation_type", keys.SITE, keys.BATCH,
-                           keys.ASSAY, keys.REPLICATE) if c in df.columns]
+    meta_in = [
+        c
+        for c in (
+            *REQUIRED,
+            keys.DOSE_VALUE,
+            keys.DOSE_UNIT,
+            "perturbation_type",
+            keys.SITE,
+            keys.BATCH,
+            keys.ASSAY,
+            keys.REPLICATE,
+        )
+        if c in df.columns
+    ]
     codes = df[meta_in].astype(str).groupby(meta_in, sort=False, dropna=False).ngroup().to_numpy()
     _, first = np.unique(codes, return_index=True)
     parsed = {int(codes[i]): _meta(df.iloc[i].to_dict(), path, int(df.index[i]), mod, unit_map) for i in first}
@@ -374,13 +479,18 @@ def _modality(df: pd.DataFrame, path: Path, mod: str, features: list[str],
 
 def _missing(value: object) -> bool:
     """Whether a metadata cell is empty (None, NaN, blank, ``"nan"``)."""
-    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip().lower() in ("", "nan",
-                                                                                                           "none")
+    return (
+        value is None
+        or (isinstance(value, float) and np.isnan(value))
+        or str(value).strip().lower() in ("", "nan", "none")
+    )
 
 
 def _unit_hint(value: str) -> str:
-    return (f'accepted (any case): uM, nM, pM, mM; fraction, knockdown, activation, percent, guide, sgRNA, shRNA, '
-            f'siRNA, ORF, MOI; map it in the run config: [data_mapping] units = {{"{value}" = "uM"}}')
+    return (
+        f"accepted (any case): uM, nM, pM, mM; fraction, knockdown, activation, percent, guide, sgRNA, shRNA, "
+        f'siRNA, ORF, MOI; map it in the run config: [data_mapping] units = {{"{value}" = "uM"}}'
+    )
 
 
 def _perturbation(row: dict, where: str, unit_map: dict[str, str] | None) -> tuple[Perturbation, list[str]]:
@@ -398,13 +508,16 @@ def _perturbation(row: dict, where: str, unit_map: dict[str, str] | None) -> tup
     else:
         parts = [p.strip() for p in str(raw).split(keys.COMBO_SEP)]
         if len(parts) != len(names):
-            raise DataFormatError(f"{where}, column dose_value: {str(raw)!r} has {len(parts)} values for the "
-                                  f"{len(names)} targets of {label!r}; write doses as '1.0+0.5'")
+            raise DataFormatError(
+                f"{where}, column dose_value: {str(raw)!r} has {len(parts)} values for the "
+                f"{len(names)} targets of {label!r}; write doses as '1.0+0.5'"
+            )
         try:
             doses = [None if _missing(p) else float(p) for p in parts]
         except ValueError:
-            raise DataFormatError(f"{where}, column dose_value: {raw!r} is not numeric; write doses as '1.0+0.5'"
-                                  ) from None
+            raise DataFormatError(
+                f"{where}, column dose_value: {raw!r} is not numeric; write doses as '1.0+0.5'"
+            ) from None
     unit_raw = row.get(keys.DOSE_UNIT)
     if _missing(unit_raw):
         ptype = row.get("perturbation_type")
@@ -416,7 +529,8 @@ def _perturbation(row: dict, where: str, unit_map: dict[str, str] | None) -> tup
                 raise DataFormatError(
                     f"{where}, column perturbation_type: unknown type {str(ptype)!r}; accepted: "
                     f"{sorted(PERTURBATION_TYPES)}; or give a dose_unit column (map one with "
-                    "[data_mapping] columns = {dose_unit = \"<your column>\"})")
+                    '[data_mapping] columns = {dose_unit = "<your column>"})'
+                )
             units = [PERTURBATION_TYPES[key]] * len(names)
     else:
         units = [u.strip() for u in str(unit_raw).split(keys.COMBO_SEP)]
@@ -453,8 +567,10 @@ def _strength(rule: str, d: float | None, name: str, unit: str, where: str) -> f
         return float(-np.expm1(-d)) if d >= 0 else d
     top = 100.0 if rule == "percent" else 1.0
     if d > top:
-        raise DataFormatError(f"{where}, column dose_value: {unit} {d} of {name!r} is above {top:g}; a "
-                              f"{unit} is a strength in [0, {top:g}]")
+        raise DataFormatError(
+            f"{where}, column dose_value: {unit} {d} of {name!r} is above {top:g}; a "
+            f"{unit} is a strength in [0, {top:g}]"
+        )
     return d / top
 
 
@@ -479,9 +595,18 @@ def _meta(row: dict, path: Path, i: int, mod: str, unit_map: dict[str, str] | No
     rep = 0 if rep is None or (isinstance(rep, float) and np.isnan(rep)) else int(rep)
     q = Query(pert, time, Context(str(cell_line), site), assay)
     return {
-        keys.QUERY_ID: q.query_id, keys.PERTURBATION: pert.label, keys.DOSE_VALUE: pert.dose_label,
-        keys.DOSE_UNIT: "+".join(units), keys.TIME: time, keys.TIME_UNIT: keys.HOURS,
-        keys.CELL_LINE: str(cell_line), keys.SITE: site, keys.BATCH: str(row.get(keys.BATCH) or site),
-        keys.ASSAY: assay, keys.MODALITY: mod, keys.REPLICATE: rep,
-        keys.SPECIMEN: f"{q.query_id}:{rep}", keys.UNIT: 0,
+        keys.QUERY_ID: q.query_id,
+        keys.PERTURBATION: pert.label,
+        keys.DOSE_VALUE: pert.dose_label,
+        keys.DOSE_UNIT: "+".join(units),
+        keys.TIME: time,
+        keys.TIME_UNIT: keys.HOURS,
+        keys.CELL_LINE: str(cell_line),
+        keys.SITE: site,
+        keys.BATCH: str(row.get(keys.BATCH) or site),
+        keys.ASSAY: assay,
+        keys.MODALITY: mod,
+        keys.REPLICATE: rep,
+        keys.SPECIMEN: f"{q.query_id}:{rep}",
+        keys.UNIT: 0,
     }

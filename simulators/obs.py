@@ -85,8 +85,9 @@ class ObsBuilder:
                 dtype = {keys.TIME: np.float64, keys.REPLICATE: np.int64}.get(col, object)
                 cols[col] = np.repeat(np.asarray(values, dtype=dtype), counts)
             if any(c is not None for c in b.coords):
-                xy = np.concatenate([c if c is not None else np.full((n, 2), np.nan)
-                                     for c, n in zip(b.coords, counts, strict=True)])
+                xy = np.concatenate(
+                    [c if c is not None else np.full((n, 2), np.nan) for c, n in zip(b.coords, counts, strict=True)]
+                )
                 cols[X_COORD] = xy[:, 0].astype(np.float64)
                 cols[Y_COORD] = xy[:, 1].astype(np.float64)
             out[modality] = ModalityData(pd.DataFrame(cols), np.concatenate(b.xs), self.var_names[modality])

@@ -239,15 +239,15 @@ def draw_params(cfg: WorldConfig, seed: int) -> WorldParams:
         mol_gain=rng.uniform(0.8, 1.2, size=k),
         type_offsets=rng.normal(0.0, 0.7, size=(cfg.n_cell_types, k)),
         scalars={
-            "cell_noise_sd": 0.05,          # per-cell latent noise
-            "response_sd": 0.2,             # log-normal spread of responder magnitude
-            "cc_amplitude": 1.0,            # cell-cycle nuisance amplitude
-            "library_log_sd": 0.3,          # scRNA library size spread (log)
-            "adt_size_sd": 0.2,             # ADT capture spread (log)
-            "morph_noise_sd": 0.3,          # morphology per-cell noise
-            "plate_sd": 0.2,                # morphology plate offset spread
-            "mol_noise_sd": 0.05,           # molecular panel well noise
-            "paracrine": 0.3,               # λ: share of neighbours' response a tissue cell takes up
-            "spatial_capture": 0.15,        # spatial library per cell relative to scRNA
+            "cell_noise_sd": 0.05,  # per-cell latent noise
+            "response_sd": 0.2,  # log-normal spread of responder magnitude
+            "cc_amplitude": 1.0,  # cell-cycle nuisance amplitude
+            "library_log_sd": 0.3,  # scRNA library size spread (log)
+            "adt_size_sd": 0.2,  # ADT capture spread (log)
+            "morph_noise_sd": 0.3,  # morphology per-cell noise
+            "plate_sd": 0.2,  # morphology plate offset spread
+            "mol_noise_sd": 0.05,  # molecular panel well noise
+            "paracrine": 0.3,  # λ: share of neighbours' response a tissue cell takes up
+            "spatial_capture": 0.15,  # spatial library per cell relative to scRNA
         },
     )

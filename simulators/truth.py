@@ -83,10 +83,13 @@ def build_truth(world: CellWorld) -> GroundTruth:
         return out
 
     top = {kind: hi for kind, (_, hi) in world.space.dose_ranges.items()}
-    total = np.stack([
-        world.intervention.steady_state(Perturbation((t.name,), (top[TargetKind(t.kind)],)), 0)
-        for t in p.targets
-    ]) if p.targets else np.zeros((0, len(p.programs)))
+    total = (
+        np.stack(
+            [world.intervention.steady_state(Perturbation((t.name,), (top[TargetKind(t.kind)],)), 0) for t in p.targets]
+        )
+        if p.targets
+        else np.zeros((0, len(p.programs)))
+    )
     return GroundTruth(
         programs=p.programs,
         genes=p.genes,

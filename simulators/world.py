@@ -69,15 +69,17 @@ class CellWorld(BaseSimulator):
 
     """
 
-    def __init__(self, preset: str = "default", seed: int = 0, config: WorldConfig | None = None,
-                 **overrides: object) -> None:
+    def __init__(
+        self, preset: str = "default", seed: int = 0, config: WorldConfig | None = None, **overrides: object
+    ) -> None:
         self.preset = preset
         self.config = config if config is not None else preset_config(preset, **overrides)
         self.seed = int(seed)
         self.params = draw_params(self.config, self.seed)
         p = self.params
-        self.space = DesignSpace(targets=p.targets, contexts=p.contexts, assays=self.config.assays(),
-                                 time_range_h=(0.0, 48.0), max_order=3)
+        self.space = DesignSpace(
+            targets=p.targets, contexts=p.contexts, assays=self.config.assays(), time_range_h=(0.0, 48.0), max_order=3
+        )
         self.intervention = Intervention(p, self.space)
         self.var_names = {
             RNA: p.genes,
@@ -91,8 +93,10 @@ class CellWorld(BaseSimulator):
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"CellWorld(preset={self.preset!r}, seed={self.seed}, genes={c.n_genes}, programs={c.n_programs}, "
-                f"targets={len(self.space.targets)}, contexts={len(self.space.contexts)})")
+        return (
+            f"CellWorld(preset={self.preset!r}, seed={self.seed}, genes={c.n_genes}, programs={c.n_programs}, "
+            f"targets={len(self.space.targets)}, contexts={len(self.space.contexts)})"
+        )
 
     # ------------------------------------------------------------ contract
     def validate(self, queries: Sequence[Query]) -> None:
@@ -145,12 +149,14 @@ class CellWorld(BaseSimulator):
         if assay.scale is not Scale.TISSUE:
             raise ValueError(f"spot_truth: query {query.query_id} uses assay {query.assay!r}, not a tissue assay")
         if not 0 <= int(replicate) < query.replicates:
-            raise ValueError(f"spot_truth: query {query.query_id} has {query.replicates} replicates, "
-                             f"asked for replicate {replicate}")
+            raise ValueError(
+                f"spot_truth: query {query.query_id} has {query.replicates} replicates, asked for replicate {replicate}"
+            )
         st = self.query_states([query])[0]
         rng = query_rng(self.seed, query.query_id, int(replicate), "cells")
-        patch = sample_patch(self.params, assay.units_of(SPATIAL), self.config.cells_per_spot, st.line, st.dz,
-                             st.dz_lag, rng)
+        patch = sample_patch(
+            self.params, assay.units_of(SPATIAL), self.config.cells_per_spot, st.line, st.dz, st.dz_lag, rng
+        )
         return spot_composition(patch, self.params.type_offsets.shape[0])
 
     def _latent(self, queries: Sequence[Query]) -> list[QueryState]:
@@ -166,8 +172,16 @@ class CellWorld(BaseSimulator):
         return builder.build()
 
     # ----------------------------------------------------------- specimens
-    def _specimen(self, q: Query, rep: int, assay: Assay, st: QueryState, layout: Layout | None,
-                  formats: dict, builder: ObsBuilder) -> None:
+    def _specimen(
+        self,
+        q: Query,
+        rep: int,
+        assay: Assay,
+        st: QueryState,
+        layout: Layout | None,
+        formats: dict,
+        builder: ObsBuilder,
+    ) -> None:
         p, seed, qid = self.params, self.seed, q.query_id
         fmt = (self.config.plate_rows, self.config.plate_cols)
         if assay.scale is Scale.TISSUE:
@@ -181,11 +195,13 @@ class CellWorld(BaseSimulator):
 
         cells_rng = query_rng(seed, qid, rep, "cells")
         if assay.scale is Scale.TISSUE:
-            patch = sample_patch(p, assay.units_of(SPATIAL), self.config.cells_per_spot, st.line, st.dz, st.dz_lag,
-                                 cells_rng)
+            patch = sample_patch(
+                p, assay.units_of(SPATIAL), self.config.cells_per_spot, st.line, st.dz, st.dz_lag, cells_rng
+            )
             c = patch.cells
-            counts = sample_rna(p, c.z, c.cc, st.site, query_rng(seed, qid, rep, SPATIAL),
-                                capture=p.scalars["spatial_capture"])
+            counts = sample_rna(
+                p, c.z, c.cc, st.site, query_rng(seed, qid, rep, SPATIAL), capture=p.scalars["spatial_capture"]
+            )
             builder.add(SPATIAL, meta(SPATIAL), sum_spots(counts, patch.cells_per_spot), coords=patch.xy)
             if RNA in assay.modalities:
                 n = assay.units_of(RNA)
@@ -194,13 +210,24 @@ class CellWorld(BaseSimulator):
                 builder.add(RNA, meta(RNA), sample_rna(p, d.z, d.cc, st.site, query_rng(seed, qid, rep, RNA)))
             return
         n_cells = max([assay.units_of(m) for m in assay.modalities if m != MOLECULAR] + [self.config.cells_per_well])
-        cells = sample_cells(n_cells, p.line_baseline[st.line], st.dz, st.dz_lag, p.responder_frac[st.line],
-                             p.scalars, cells_rng)
+        cells = sample_cells(
+            n_cells, p.line_baseline[st.line], st.dz, st.dz_lag, p.responder_frac[st.line], p.scalars, cells_rng
+        )
         for m in assay.modalities:
             builder.add(m, meta(m), self._cell_readout(m, assay.units_of(m), cells, st, q, rep, plate, well, formats))
 
-    def _cell_readout(self, m: str, n: int, cells: CellStates, st: QueryState, q: Query, rep: int,
-                      plate: str, well: str, formats: dict) -> np.ndarray:
+    def _cell_readout(
+        self,
+        m: str,
+        n: int,
+        cells: CellStates,
+        st: QueryState,
+        q: Query,
+        rep: int,
+        plate: str,
+        well: str,
+        formats: dict,
+    ) -> np.ndarray:
         p = self.params
         rng = query_rng(self.seed, q.query_id, rep, m)
         c = cells.take(slice(0, n))

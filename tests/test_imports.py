@@ -36,8 +36,11 @@ def test_only_loop_imports_ray():
 
 
 def test_plugin_packages_do_not_import_each_other():
-    allowed = {"simulators": {"experiment_design"}, "models": {"experiment_design"},
-               "acquisition": {"experiment_design", "models"}}
+    allowed = {
+        "simulators": {"experiment_design"},
+        "models": {"experiment_design"},
+        "acquisition": {"experiment_design", "models"},
+    }
     for package, ok in allowed.items():
         bad = {f: m - ok for f, m in _ours(package).items() if m - ok}
         assert bad == {}, f"{package} imports beyond {ok}: {bad}"

@@ -141,8 +141,9 @@ class InterventionOperator(nn.Module):
             "hill": self._pad(self.hill, 1.0)[tgt],
             "emax": self._pad(self.emax)[tgt] * valid[..., None],
             "tau_h": self._pad(self.tau_h, 1.0)[tgt],
-            "gamma": torch.stack([gam[tgt[:, a], tgt[:, b]] for a, b in pairs], 1) if pairs else
-            torch.zeros(len(tgt), 0),
+            "gamma": torch.stack([gam[tgt[:, a], tgt[:, b]] for a, b in pairs], 1)
+            if pairs
+            else torch.zeros(len(tgt), 0),
         }
 
     def inputs(self, f: QueryFeatures, slots: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

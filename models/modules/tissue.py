@@ -83,8 +83,9 @@ class SpotDecoder(nn.Module):
 
     """
 
-    def __init__(self, n_features: int, n_programs: int, n_types: int, rna: nn.Module,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, n_features: int, n_programs: int, n_types: int, rna: nn.Module, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         object.__setattr__(self, "rna", rna)  # not a submodule: no duplicate parameters or prior
         self.offsets = nn.Parameter(0.3 * torch.randn(n_types, n_programs, generator=generator))

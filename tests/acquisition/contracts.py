@@ -91,8 +91,9 @@ class StrategyContract:
     def test_pool_mode_proposes_only_pool_members(self):
         base = self.space()
         rng = np.random.default_rng(5)
-        members = base.grid(n_doses=3, times_h=(6.0, 24.0), orders=(0, 1), assays=("scrna", "cell_painting"),
-                            contexts=base.contexts[:1])
+        members = base.grid(
+            n_doses=3, times_h=(6.0, 24.0), orders=(0, 1), assays=("scrna", "cell_painting"), contexts=base.contexts[:1]
+        )
         pool = tuple(members[i] for i in rng.choice(len(members), size=24, replace=False))
         space = DesignSpace(base.targets, base.contexts, base.assays, max_order=base.max_order, pool=pool)
         qs = self.make().propose(self.model(space), space, None, 30, 100.0, np.random.default_rng(0))

@@ -154,8 +154,11 @@ class BumpEnsemble:
         self.n_predict_calls += 1
         X = self.space.encode(list(queries))
         progs = self.programs_members(X)  # (M, n, K)
-        names = [PROGRAMS, *self.modalities] if readouts is None else [r for r in readouts
-                                                                       if r == PROGRAMS or r in self.modalities]
+        names = (
+            [PROGRAMS, *self.modalities]
+            if readouts is None
+            else [r for r in readouts if r == PROGRAMS or r in self.modalities]
+        )
         members, aleatoric = {}, {}
         for r in names:
             vals = progs if r == PROGRAMS else self.scales[r] * progs @ self.maps[r]

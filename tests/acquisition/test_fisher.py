@@ -22,8 +22,9 @@ HILL = 1.5
 def one_target_space() -> DesignSpace:
     """One compound, one context, a molecular panel (reads the programs directly)."""
     assays = (Assay("molecular", (MOLECULAR,), Scale.MOLECULAR, 0.5, (1,)),)
-    return DesignSpace(targets=(Target("CMP00", "compound"),), contexts=(Context("L0", "S0"),), max_order=1,
-                       assays=assays)
+    return DesignSpace(
+        targets=(Target("CMP00", "compound"),), contexts=(Context("L0", "S0"),), max_order=1, assays=assays
+    )
 
 
 def hill_net(n_targets: int = 1, max_order: int = 1) -> CSLNetwork:
@@ -42,8 +43,7 @@ def hill_net(n_targets: int = 1, max_order: int = 1) -> CSLNetwork:
 
 
 def dose_queries(space: DesignSpace, log10_doses: np.ndarray) -> list[Query]:
-    return [Query(Perturbation(("CMP00",), (float(10**x),)), 24.0, space.contexts[0], "molecular")
-            for x in log10_doses]
+    return [Query(Perturbation(("CMP00",), (float(10**x),)), 24.0, space.contexts[0], "molecular") for x in log10_doses]
 
 
 def test_layout_gives_every_parameter_one_index_and_empty_slots_the_dummy():
@@ -61,25 +61,33 @@ def test_layout_gives_every_parameter_one_index_and_empty_slots_the_dummy():
     assert sorted(all_single.reshape(-1).tolist()) == list(range(3 * 4 * 3 + 4))
     pairs = lay.support(torch.tensor([[a, b, 4] for a in range(4) for b in range(4) if a < b]))[:, 3 * lay.block]
     assert sorted(pairs.tolist()) == list(range(3 * 4 * 3 + 4, lay.P))
-    assert (lay.support(torch.tensor([[2, 1, 4]]))[0, 3 * lay.block] == lay.support(torch.tensor([[1, 2, 4]]))[
-        0, 3 * lay.block])
+    assert (
+        lay.support(torch.tensor([[2, 1, 4]]))[0, 3 * lay.block]
+        == lay.support(torch.tensor([[1, 2, 4]]))[0, 3 * lay.block]
+    )
 
 
 def test_latent_jacobian_matches_finite_differences():
     space = small_space(n_compounds=3, n_genes=0, max_order=3)
     net = hill_net(n_targets=3, max_order=3)
     op = net.operator
-    queries = [Query(Perturbation(("CMP00", "CMP02"), (0.5, 3.0)), 6.0, space.contexts[0], "scrna"),
-               Query(Perturbation(("CMP01",), (2.0,)), 2.0, space.contexts[0], "scrna"),
-               Query(Perturbation(("CMP00", "CMP01", "CMP02"), (0.2, 1.0, 8.0)), 12.0, space.contexts[0], "scrna")]
+    queries = [
+        Query(Perturbation(("CMP00", "CMP02"), (0.5, 3.0)), 6.0, space.contexts[0], "scrna"),
+        Query(Perturbation(("CMP01",), (2.0,)), 2.0, space.contexts[0], "scrna"),
+        Query(Perturbation(("CMP00", "CMP01", "CMP02"), (0.2, 1.0, 8.0)), 12.0, space.contexts[0], "scrna"),
+    ]
     f = features_from_queries(space, queries)
     J = _latent_jacobian(op, f)
     lay = Layout(3, 2)
     slots = op.slot_parameters(f)
     eps = 1e-3
-    checks = [("log10_ec50", (0, 1, 0), 0, 1.0), ("hill", (2, 2, 0), 2 * lay.block + 2, "log"),
-              ("emax", (1, 0, 0), 4, 1.0), ("tau_h", (2, 1), 1 * lay.block + 6, "log"),
-              ("gamma", (0, 0), 3 * lay.block, 1.0)]
+    checks = [
+        ("log10_ec50", (0, 1, 0), 0, 1.0),
+        ("hill", (2, 2, 0), 2 * lay.block + 2, "log"),
+        ("emax", (1, 0, 0), 4, 1.0),
+        ("tau_h", (2, 1), 1 * lay.block + 6, "log"),
+        ("gamma", (0, 0), 3 * lay.block, 1.0),
+    ]
     for name, where, col, kind in checks:
         row = where[0]
         up = {k: v.detach().clone() for k, v in slots.items()}
@@ -182,8 +190,7 @@ def test_cost_aware_paces_the_budget_over_rounds():
     assert round_budget(space, 8.0, 4, 4.0) == pytest.approx(min(8.0, 4 * median))  # q median wells at the end
     model = BumpEnsemble(space)
     paced = CostAwareStrategy(pool_size=300).propose(model, space, None, 12, 40.0, np.random.default_rng(0))
-    free = CostAwareStrategy(pool_size=300, pace=None).propose(model, space, None, 12, 40.0,
-                                                                np.random.default_rng(0))
+    free = CostAwareStrategy(pool_size=300, pace=None).propose(model, space, None, 12, 40.0, np.random.default_rng(0))
     assert space.cost(paced) <= round_budget(space, 40.0, 12, 4.0) + 1e-9
     # while the round's 12 wells, not its budget, are the limit, the slot price buys richer wells per slot
     assert space.cost(paced) / len(paced) > space.cost(free) / len(free)

@@ -31,10 +31,12 @@ def _strategy(name: str, pool_size: int):
 def _case(seed: int):
     """A random space, model, pool size and batch size (q from 1 to 32)."""
     rng = np.random.default_rng(seed)
-    space = small_space(n_compounds=int(rng.integers(2, 7)), n_genes=int(rng.integers(0, 4)),
-                        max_order=int(rng.integers(1, 4)))
-    model = BumpEnsemble(space, n_members=int(rng.integers(3, 9)), modalities={"rna": 12, "adt": 4, "morphology": 5},
-                         seed=seed)
+    space = small_space(
+        n_compounds=int(rng.integers(2, 7)), n_genes=int(rng.integers(0, 4)), max_order=int(rng.integers(1, 4))
+    )
+    model = BumpEnsemble(
+        space, n_members=int(rng.integers(3, 9)), modalities={"rna": 12, "adt": 4, "morphology": 5}, seed=seed
+    )
     q = (1, 32, *rng.integers(2, 32, size=4))[seed % 6]
     return space, model, int(rng.integers(40, 400)), int(q)
 
@@ -55,8 +57,9 @@ def test_every_strategy_proposes_valid_batches_over_random_pools(name, seed):
 #: Strategies whose acquisition reads the ensemble pool model, a function of the candidates alone
 #: (``nipv`` fits its GP at a seeded random subset of the pool and ``discovery`` draws Monte Carlo
 #: member samples, so their values, not only their lookups, depend on the pool's order).
-POOL_STRATEGIES = [n for n in acquisition.STRATEGIES.names
-                   if issubclass(acquisition.get(n), EnsemblePoolStrategy) or n == "cost_aware"]
+POOL_STRATEGIES = [
+    n for n in acquisition.STRATEGIES.names if issubclass(acquisition.get(n), EnsemblePoolStrategy) or n == "cost_aware"
+]
 
 
 @pytest.mark.parametrize("name", POOL_STRATEGIES)

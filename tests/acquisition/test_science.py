@@ -44,8 +44,10 @@ def test_information_strategies_propose_where_the_ensemble_disagrees(world, name
 @pytest.mark.parametrize("name", ["random", "sobol", "dose_grid"])
 def test_baselines_ignore_the_disagreement(world, name):
     space, model = world
-    shares = [_region_share(space, acquisition.get(name)().propose(model, space, None, 16, 100.0,
-                                                                     np.random.default_rng(s))) for s in range(3)]
+    shares = [
+        _region_share(space, acquisition.get(name)().propose(model, space, None, 16, 100.0, np.random.default_rng(s)))
+        for s in range(3)
+    ]
     assert np.mean(shares) <= 0.3
 
 
@@ -78,8 +80,9 @@ def test_discovery_finds_the_synergistic_pair():
     pair = [q for q in hits if q.perturbation.targets == ("CMP00", "CMP01")]
     assert len(pair) >= 6  # ~2% of random draws are this pair
     # The response objective is not about interactions: it does not single the pair out.
-    resp = acquisition.get("discovery")(pool_size=POOL).propose(BumpEnsemble(space, amplitude=0.0), space, None, 8,
-                                                                100.0, np.random.default_rng(0))
+    resp = acquisition.get("discovery")(pool_size=POOL).propose(
+        BumpEnsemble(space, amplitude=0.0), space, None, 8, 100.0, np.random.default_rng(0)
+    )
     assert sum(q.perturbation.targets == ("CMP00", "CMP01") for q in resp) <= 2
 
 
@@ -149,9 +152,13 @@ MEMORY_SCRIPT = textwrap.dedent(
 
 def test_peak_memory_of_one_proposal_is_small():
     fakes = Path(__file__).with_name("fakes.py")
-    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(fakes), "eig", "4000"],
-                         capture_output=True, text=True, check=True, env={"OPENBLAS_NUM_THREADS": "1",
-                                                                          "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(fakes), "eig", "4000"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     peak_mb, n = out.stdout.split()
     assert int(n) == 16
     assert float(peak_mb) < 1024, f"peak {peak_mb} MB above the process's memory before the proposal"

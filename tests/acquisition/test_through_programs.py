@@ -22,8 +22,9 @@ class TwoReadoutEnsemble:
         W = rng.normal(size=(k, g))
         rna = programs @ W + self.ds * rng.normal(size=(m, 1, g))  # decoders differ by a per-member offset
         noise = np.full((n, g), 0.1)
-        return Prediction(members={PROGRAMS: programs, "rna": rna},
-                          aleatoric={PROGRAMS: np.zeros((n, k)), "rna": noise})
+        return Prediction(
+            members={PROGRAMS: programs, "rna": rna}, aleatoric={PROGRAMS: np.zeros((n, k)), "rna": noise}
+        )
 
 
 def _outputs(model, space):

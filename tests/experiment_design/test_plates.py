@@ -62,14 +62,16 @@ def test_edge_policies(space):
 
 
 def test_replicates_spread_across_plates_and_wells(space):
-    queries = dose_series(space, n_doses=10, replicates=4) + dose_series(space, n_doses=10, replicates=4,
-                                                                        target="CMP01")
+    queries = dose_series(space, n_doses=10, replicates=4) + dose_series(
+        space, n_doses=10, replicates=4, target="CMP01"
+    )
     queries += [Query(Perturbation.of(KD00=0.5), 12.0, space.contexts[0], "cell_painting", 3)] * 15  # merged
     lay = layout_plates(queries, LayoutConfig(), rng())
     samples = lay.rows_of(["sample"])
     assert len(lay.plates) == 3 and len(samples) == 80 + 45  # 54 sample wells per plate
-    spread = samples.groupby("query_id").agg(n=("plate", "size"), plates=("plate", "nunique"),
-                                             wells=("well", "nunique"))
+    spread = samples.groupby("query_id").agg(
+        n=("plate", "size"), plates=("plate", "nunique"), wells=("well", "nunique")
+    )
     assert (spread["plates"] == spread["n"].clip(upper=3)).all()
     assert (spread["wells"] == spread["n"]).all()
     assert samples.groupby("plate").size().max() - samples.groupby("plate").size().min() <= 1
@@ -127,8 +129,9 @@ def test_layout_mapping_and_queries_cover_every_filled_well_once(space):
 
 
 def test_default_positive_is_strongest_single(space):
-    queries = dose_series(space, n_doses=4) + [Query(Perturbation.of(CMP01=100.0, KD00=1.0), 24.0,
-                                                     space.contexts[0], "cell_painting")]
+    queries = dose_series(space, n_doses=4) + [
+        Query(Perturbation.of(CMP01=100.0, KD00=1.0), 24.0, space.contexts[0], "cell_painting")
+    ]
     assert default_positive(queries) == Perturbation.of(CMP00=100.0)
     per_context = layout_plates(queries, LayoutConfig(), rng(), positive=lambda ctx: Perturbation.of(CMP02=1.0))
     assert set(per_context.rows_of(["positive"])[keys.PERTURBATION]) == {"CMP02"}
@@ -140,12 +143,20 @@ def test_default_positive_is_strongest_single(space):
     [
         (lambda s: layout_plates(dose_series(s, 10, 12), LayoutConfig(max_plates=1), rng()), "max_plates=1"),
         (lambda s: layout_plates(dose_series(s), LayoutConfig(n_negative=60), rng()), "controls do not fit"),
-        (lambda s: layout_plates(dose_series(s), LayoutConfig(n_negative=54, n_positive=6), rng()),
-         "no wells left for samples"),
-        (lambda s: layout_plates(dose_series(s), LayoutConfig(), rng(), positive=Perturbation.control()),
-         "is the negative control"),
-        (lambda s: layout_plates([Query(Perturbation.control(), 24.0, s.contexts[0], "cell_painting")],
-                                 LayoutConfig(), rng()), "no perturbed query"),
+        (
+            lambda s: layout_plates(dose_series(s), LayoutConfig(n_negative=54, n_positive=6), rng()),
+            "no wells left for samples",
+        ),
+        (
+            lambda s: layout_plates(dose_series(s), LayoutConfig(), rng(), positive=Perturbation.control()),
+            "is the negative control",
+        ),
+        (
+            lambda s: layout_plates(
+                [Query(Perturbation.control(), 24.0, s.contexts[0], "cell_painting")], LayoutConfig(), rng()
+            ),
+            "no perturbed query",
+        ),
         (lambda s: layout_plates([], LayoutConfig(), rng()), "no queries"),
         (lambda s: layout_plates([dose_series(s)[0].with_replicates(0)], LayoutConfig(), rng()), "replicates"),
         (lambda s: LayoutConfig(edge="avoid"), "edge='avoid'"),
@@ -178,7 +189,8 @@ def test_write_plates_csv_wellmap_png_round_trip(space, tmp_path):
     folder = round_dir(tmp_path, 2)
     assert folder == tmp_path / "plates" / "round-0002"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"plate-{i:02d}.{ext}" for i in range(1, len(lay.plates) + 1) for ext in ("csv", "toml", "png"))
+        f"plate-{i:02d}.{ext}" for i in range(1, len(lay.plates) + 1) for ext in ("csv", "toml", "png")
+    )
     pd.testing.assert_frame_equal(read_plates(tmp_path, 2).table, lay.table)
     for i, name in enumerate(lay.plates, start=1):
         back = read_wellmap(folder / f"plate-{i:02d}.toml")
@@ -210,8 +222,11 @@ def test_randomised_edge_free_layout_beats_naive_row_by_row_on_simulated_plate_e
     for seed in range(5):
         world = make_world("small", seed=seed)
         ctx = world.space.contexts[0]
-        queries = [Query(Perturbation.of(**{c: float(d)}), 24.0, ctx, "cell_painting", 3)
-                   for c in ("CMP00", "CMP01", "CMP02") for d in world.space.dose_series(c, 8)]
+        queries = [
+            Query(Perturbation.of(**{c: float(d)}), 24.0, ctx, "cell_painting", 3)
+            for c in ("CMP00", "CMP01", "CMP02")
+            for d in world.space.dose_series(c, 8)
+        ]
         positive = queries[-1].perturbation
         # Naive: controls first, then each dose series ascending, row by row from A01, edges used.
         vehicle = Query(Perturbation.control(), 24.0, ctx, "cell_painting", 4)
@@ -221,8 +236,9 @@ def test_randomised_edge_free_layout_beats_naive_row_by_row_on_simulated_plate_e
         naive_err.append(_response_rmse(world, queries, naive, mapping, {vehicle.query_id}))
         lay = layout_plates(queries, LayoutConfig(), rng(seed), positive=positive, space=world.space)
         vehicle_ids = {q.query_id for q in lay.control_queries() if q.perturbation.is_control}
-        random_err.append(_response_rmse(world, queries, lay.queries_to_measure(), lay.to_layout_mapping(),
-                                         vehicle_ids))
+        random_err.append(
+            _response_rmse(world, queries, lay.queries_to_measure(), lay.to_layout_mapping(), vehicle_ids)
+        )
     naive_err, random_err = np.array(naive_err), np.array(random_err)
     # bench/plates.py: naive / random ~ 2.9 over 20 seeds; require a clear margin on 5.
     assert random_err.mean() < 0.6 * naive_err.mean()

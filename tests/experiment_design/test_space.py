@@ -31,8 +31,9 @@ def test_encode_decode_round_trip_on_random_queries(space):
 def test_decode_snaps_off_grid_points_to_valid_queries(space):
     rng = np.random.default_rng(1)
     lo, hi = space.encoding.bounds
-    X = lo + (hi - lo) * torch.rand(200, space.encoding.dim, generator=torch.Generator().manual_seed(0),
-                                    dtype=torch.float64)
+    X = lo + (hi - lo) * torch.rand(
+        200, space.encoding.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     for q in space.decode(X):
         space.validate(q)
     assert rng is not None

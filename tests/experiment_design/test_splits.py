@@ -131,17 +131,24 @@ def test_target_split_keeps_near_duplicates_out_of_training(seed: int) -> None:
 
 
 def test_default_similarity_links_knockdown_and_activation_of_one_gene() -> None:
-    S = default_target_similarity(["KD_G0", "ACT_G0", "KD_G1", "CMP01"], ["knockdown", "activation", "knockdown",
-                                                                          "compound"])
+    S = default_target_similarity(
+        ["KD_G0", "ACT_G0", "KD_G1", "CMP01"], ["knockdown", "activation", "knockdown", "compound"]
+    )
     assert S[0, 1] >= 0.9 and S[0, 2] < 0.5 and S[0, 3] == 0.0 and np.allclose(S, S.T)
-    qs = [Query(Perturbation(("KD_G0",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
-          Query(Perturbation(("ACT_G0",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
-          Query(Perturbation(("KD_G1",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
-          Query(Perturbation(("CMP01",), (0.5,)), 6.0, Context("L0", "S0"), "scrna")]
+    qs = [
+        Query(Perturbation(("KD_G0",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
+        Query(Perturbation(("ACT_G0",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
+        Query(Perturbation(("KD_G1",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
+        Query(Perturbation(("CMP01",), (0.5,)), 6.0, Context("L0", "S0"), "scrna"),
+    ]
     for seed in range(10):
-        split = split_targets(qs, np.random.default_rng(seed), frac=0.2,
-                              kinds=["activation", "compound", "knockdown", "knockdown"],
-                              names=["ACT_G0", "CMP01", "KD_G0", "KD_G1"])
+        split = split_targets(
+            qs,
+            np.random.default_rng(seed),
+            frac=0.2,
+            kinds=["activation", "compound", "knockdown", "knockdown"],
+            names=["ACT_G0", "CMP01", "KD_G0", "KD_G1"],
+        )
         test = {qs[i].perturbation.label for i in split.test}
         assert ("KD_G0" in test) == ("ACT_G0" in test)
 
@@ -163,11 +170,24 @@ def _batch(queries: list[Query], replicates: int = 2, cells: int = 3) -> Measure
     for q in queries:
         for r in range(replicates):
             for u in range(cells):
-                rows.append({keys.QUERY_ID: q.query_id, keys.PERTURBATION: q.perturbation.label,
-                             keys.DOSE_VALUE: q.perturbation.dose_label, keys.DOSE_UNIT: "uM", keys.TIME: q.time_h,
-                             keys.TIME_UNIT: "h", keys.CELL_LINE: q.context.cell_line, keys.SITE: q.context.site,
-                             keys.BATCH: "b", keys.ASSAY: q.assay, keys.MODALITY: "rna", keys.REPLICATE: r,
-                             keys.SPECIMEN: f"{q.query_id}:{r}", keys.UNIT: u})
+                rows.append(
+                    {
+                        keys.QUERY_ID: q.query_id,
+                        keys.PERTURBATION: q.perturbation.label,
+                        keys.DOSE_VALUE: q.perturbation.dose_label,
+                        keys.DOSE_UNIT: "uM",
+                        keys.TIME: q.time_h,
+                        keys.TIME_UNIT: "h",
+                        keys.CELL_LINE: q.context.cell_line,
+                        keys.SITE: q.context.site,
+                        keys.BATCH: "b",
+                        keys.ASSAY: q.assay,
+                        keys.MODALITY: "rna",
+                        keys.REPLICATE: r,
+                        keys.SPECIMEN: f"{q.query_id}:{r}",
+                        keys.UNIT: u,
+                    }
+                )
     obs = pd.DataFrame(rows)
     return MeasurementBatch({"rna": ModalityData(obs, np.ones((len(obs), 2)), ("g0", "g1"))})
 

@@ -32,8 +32,12 @@ def s3_endpoint():
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    env = {"AWS_ACCESS_KEY_ID": "cslab-test", "AWS_SECRET_ACCESS_KEY": "cslab-test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "cslab-test",
+        "AWS_SECRET_ACCESS_KEY": "cslab-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     host, port = server.get_host_and_port()

@@ -35,8 +35,15 @@ def ident_curve(strategy: str, seed: int, spent: np.ndarray) -> np.ndarray:
     return ceiling * (1 - np.exp(-spent / scale)) + 0.01 * seed
 
 
-def fabricate_run(root, strategy: str, seed: int, budget: float = 100.0, round_budget: float = 10.0,
-                  risk: bool = True, finished: bool = True) -> RoundStore:
+def fabricate_run(
+    root,
+    strategy: str,
+    seed: int,
+    budget: float = 100.0,
+    round_budget: float = 10.0,
+    risk: bool = True,
+    finished: bool = True,
+) -> RoundStore:
     """Write a run folder whose rounds each spend about ``round_budget``.
 
     Args:
@@ -51,8 +58,15 @@ def fabricate_run(root, strategy: str, seed: int, budget: float = 100.0, round_b
     space = small_space()
     store = RoundStore(root)
     config = RunConfig(budget=budget, strategy=strategy, seed=seed, world="small", batch_size=4)
-    write_json(store.root / "config.json", {"config": config.to_dict(), "space": space.to_dict(),
-                                            "versions": versions(), "created": "2026-01-01T00:00:00+0000"})
+    write_json(
+        store.root / "config.json",
+        {
+            "config": config.to_dict(),
+            "space": space.to_dict(),
+            "versions": versions(),
+            "created": "2026-01-01T00:00:00+0000",
+        },
+    )
     rng = np.random.default_rng([seed, len(strategy)])
     p_anchor = CURVES[strategy][2]
     anchors = [a.name for a in space.assays if a.is_anchor]
@@ -76,11 +90,20 @@ def fabricate_run(root, strategy: str, seed: int, budget: float = 100.0, round_b
         spent += cost
         store.write_proposal(r, queries, space)
         ident = float(ident_curve(strategy, seed, np.array([spent]))[0])
-        row = {"round": r, "spent": spent, "n_queries": 4 * (r + 1), "round_queries": len(queries),
-               "round_cost": cost, "identifiability": ident,
-               **{f"ident_{p}": min(1.0, ident * (0.8 + 0.1 * i)) for i, p in enumerate(PARTS)},
-               "wall_s": 0.0, "fit_s": 2.0 + 0.1 * r, "score_s": 0.3, "acquire_s": 0.5 + rng.uniform(),
-               "measure_s": 0.2}
+        row = {
+            "round": r,
+            "spent": spent,
+            "n_queries": 4 * (r + 1),
+            "round_queries": len(queries),
+            "round_cost": cost,
+            "identifiability": ident,
+            **{f"ident_{p}": min(1.0, ident * (0.8 + 0.1 * i)) for i, p in enumerate(PARTS)},
+            "wall_s": 0.0,
+            "fit_s": 2.0 + 0.1 * r,
+            "score_s": 0.3,
+            "acquire_s": 0.5 + rng.uniform(),
+            "measure_s": 0.2,
+        }
         for i, axis in enumerate(("modality", "scale", "context", "intervention")):
             row[f"risk_{axis}"] = (1.0 + 0.2 * i) * (1 - ident) if risk else np.nan
         row["risk"] = float(np.mean([row[f"risk_{a}"] for a in ("modality", "scale", "context", "intervention")]))

@@ -20,10 +20,27 @@ import pytest
 
 from loop.remote import RemoteFolder
 
-CONFIG = {"n_members": 2, "initial_size": 4, "heldout_per_axis": 2, "time_limit_s": 60.0,
-          "model": {"max_steps": 120, "warm_steps": 40}}
-ARGS = ["--strategies", "random,uncertainty", "--seeds", "1", "--budget", "14", "--world", "small",
-        "--batch-size", "4", "--no-recovery", "--quiet"]
+CONFIG = {
+    "n_members": 2,
+    "initial_size": 4,
+    "heldout_per_axis": 2,
+    "time_limit_s": 60.0,
+    "model": {"max_steps": 120, "warm_steps": 40},
+}
+ARGS = [
+    "--strategies",
+    "random,uncertainty",
+    "--seeds",
+    "1",
+    "--budget",
+    "14",
+    "--world",
+    "small",
+    "--batch-size",
+    "4",
+    "--no-recovery",
+    "--quiet",
+]
 RUNS = ("random-seed0", "uncertainty-seed0")
 
 
@@ -55,13 +72,37 @@ def test_compare_on_two_nodes_with_s3_storage_survives_losing_a_node(tmp_path, s
         cluster.wait_for_nodes()
         head_id, second_id = cluster.head_node.node_id, second.node_id
         # Without --address a run starts its own local Ray, even with this cluster up (ray.init() would join it).
-        probe = subprocess.run([sys.executable, "-c", "import ray; from loop.distributed import init_ray; "
-                                "init_ray(workers=1); print(sorted(ray.cluster_resources()))"],
-                               env=env, capture_output=True, text=True, timeout=300)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import ray; from loop.distributed import init_ray; "
+                "init_ray(workers=1); print(sorted(ray.cluster_resources()))",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert probe.returncode == 0 and "'second'" not in probe.stdout, probe.stderr[-2000:]
-        driver = subprocess.Popen([sys.executable, "-m", "loop.compare", *ARGS, "--config", str(cfg),
-                                   "--address", cluster.address, "--out", uri],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        driver = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loop.compare",
+                *ARGS,
+                "--config",
+                str(cfg),
+                "--address",
+                cluster.address,
+                "--out",
+                uri,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # Kill the second node (and the worker running the run) once its run has finished a step (round 0 is
         # proposed) and before it ends: on an idle machine a run takes a few seconds, so the window is wide.
         killed, deadline = None, time.monotonic() + 600
@@ -83,8 +124,10 @@ def test_compare_on_two_nodes_with_s3_storage_survives_losing_a_node(tmp_path, s
     finally:
         cluster.shutdown()
     seen = {run: _read_json(fs, f"{study}/runs/{run}/attempts.json") for run in RUNS}
-    assert killed is not None, (f"the second node ({second_id}) never ran a run half way; attempts {seen}; "
-                                f"driver exit {driver.returncode}\n{out[-2000:]}\n{err[-3000:]}")
+    assert killed is not None, (
+        f"the second node ({second_id}) never ran a run half way; attempts {seen}; "
+        f"driver exit {driver.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+    )
     assert driver.returncode == 0, err[-3000:]
     assert "2/2 runs finished" in out
 
@@ -99,7 +142,12 @@ def test_compare_on_two_nodes_with_s3_storage_survives_losing_a_node(tmp_path, s
 
     # The same study on one node, uninterrupted, gives the same results (timings aside).
     local = tmp_path / "local"
-    one = subprocess.run([sys.executable, "-m", "loop.compare", *ARGS, "--config", str(cfg), "--workers", "2",
-                          "--out", str(local)], env=env, capture_output=True, text=True, timeout=900)
+    one = subprocess.run(
+        [sys.executable, "-m", "loop.compare", *ARGS, "--config", str(cfg), "--workers", "2", "--out", str(local)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     pd.testing.assert_frame_equal(_comparable(clustered), _comparable(pd.read_parquet(local / "results.parquet")))

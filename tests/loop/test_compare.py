@@ -46,8 +46,11 @@ def test_results_schema_and_summary(tmp_path):
     res = pd.read_parquet(tmp_path / "results.parquet")
     for col in (*METRIC_COLUMNS, "strategy", "seed", "finished"):
         assert col in res.columns, col
-    assert [c for c in res.columns if c.startswith("ident_")] == ["ident_dose_response", "ident_interactions",
-                                                                   "ident_latent"]
+    assert [c for c in res.columns if c.startswith("ident_")] == [
+        "ident_dose_response",
+        "ident_interactions",
+        "ident_latent",
+    ]
     assert res["round"].dtype.kind == "i" and res["seed"].dtype.kind == "i" and res["spent"].dtype.kind == "f"
     assert res.groupby(["strategy", "seed"]).ngroups == 6 and res["finished"].all()
     n_rows = sum(len(pd.read_parquet(s.root / "metrics.parquet")) for s in specs)
@@ -71,8 +74,7 @@ def test_resume_skips_finished_and_continues_unfinished(tmp_path):
 
 def early_stop_runner(spec: RunSpec) -> dict:
     """A study that ends normally with budget left (its strategy proposed nothing more)."""
-    fabricate_run(spec.root, spec.config["strategy"], spec.config["seed"], budget=spec.config["budget"],
-                  finished=False)
+    fabricate_run(spec.root, spec.config["strategy"], spec.config["seed"], budget=spec.config["budget"], finished=False)
     return {"rounds": 5}
 
 
@@ -172,8 +174,25 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"n_members": 2, "initial_size": 4, "time_limit_s": 2.0}))
     out = tmp_path / "study"
-    argv = ["--strategies", f"random,{other}", "--seeds", "2", "--budget", "10", "--world", "small",
-            "--batch-size", "4", "--workers", "2", "--out", str(out), "--config", str(cfg), "--quiet"]
+    argv = [
+        "--strategies",
+        f"random,{other}",
+        "--seeds",
+        "2",
+        "--budget",
+        "10",
+        "--world",
+        "small",
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--quiet",
+    ]
     assert compare.main(argv) == 0
     res = pd.read_parquet(out / "results.parquet")
     assert set(res["strategy"]) == {"random", other} and set(res["seed"]) == {0, 1}
@@ -197,15 +216,45 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path):
 @pytest.mark.slow
 def test_models_are_ranked_against_each_other(tmp_path):
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"n_members": 2, "initial_size": 4, "heldout_per_axis": 2,
-                               "model_options": {"max_steps": 60, "warm_steps": 20}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "n_members": 2,
+                "initial_size": 4,
+                "heldout_per_axis": 2,
+                "model_options": {"max_steps": 60, "warm_steps": 20},
+            }
+        )
+    )
     out = tmp_path / "study"
-    argv = ["--models", "csl,mean,linear", "--strategies", "random", "--seeds", "1", "--budget", "14", "--world",
-            "small", "--batch-size", "4", "--workers", "2", "--out", str(out), "--config", str(cfg), "--quiet",
-            "--no-recovery"]
+    argv = [
+        "--models",
+        "csl,mean,linear",
+        "--strategies",
+        "random",
+        "--seeds",
+        "1",
+        "--budget",
+        "14",
+        "--world",
+        "small",
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--quiet",
+        "--no-recovery",
+    ]
     assert compare.main(argv) == 0
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["csl-random-seed0", "linear-random-seed0",
-                                                                "mean-random-seed0"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "csl-random-seed0",
+        "linear-random-seed0",
+        "mean-random-seed0",
+    ]
     stored = {p.name: json.loads((p / "config.json").read_text())["config"] for p in (out / "runs").iterdir()}
     assert stored["csl-random-seed0"]["model_options"] == {"max_steps": 60, "warm_steps": 20}
     assert stored["linear-random-seed0"]["model_options"] == {}, "the config's options are the config's model's"

@@ -24,8 +24,12 @@ from loop.study import AwaitingReadout, Study
 def pending_run(tmp_path_factory) -> Path:
     """A plates-mode run on the small world whose round 0 is proposed and laid out."""
     root = tmp_path_factory.mktemp("plates") / "run"
-    study = Study.create(root, RunConfig(world="small", oracle="plates", budget=30, n_members=2, seed=3,
-                                         initial_size=12, initial_budget_fraction=0.9))
+    study = Study.create(
+        root,
+        RunConfig(
+            world="small", oracle="plates", budget=30, n_members=2, seed=3, initial_size=12, initial_budget_fraction=0.9
+        ),
+    )
     with pytest.raises(AwaitingReadout):
         study.run()
     assert propose_main(["--run", str(root), "--plate", "96"]) == 0
@@ -36,14 +40,18 @@ def pending_run(tmp_path_factory) -> Path:
 def direct(pending_run):
     """What the simulator measures for the laid-out round, and the matching readout table."""
     layout = PlateLayout.from_table(read_table(layout_path(pending_run, 0)).to_pandas())
-    batch = simulators.make_world("small", seed=3).measure(layout.queries_to_measure(),
-                                                            layout=layout.to_layout_mapping())
+    batch = simulators.make_world("small", seed=3).measure(
+        layout.queries_to_measure(), layout=layout.to_layout_mapping()
+    )
     return batch, readout_table(batch), layout
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -97,8 +105,9 @@ def _drop_anchor_modality(table: pd.DataFrame, layout: PlateLayout):
     """The readout without the second modality of one anchor well (e.g. its ADT)."""
     space = simulators.make_world("small", seed=3).space
     plated = layout.table[layout.table["role"] == "sample"]
-    qid, assay = next((q, a) for q, a in zip(plated["query_id"], plated["assay"], strict=True)
-                      if space.assay(a).is_anchor)
+    qid, assay = next(
+        (q, a) for q, a in zip(plated["query_id"], plated["assay"], strict=True) if space.assay(a).is_anchor
+    )
     mod = space.assay(assay).modalities[1]
     keep = ~((table["query_id"] == qid) & (table["modality"] == mod)).to_numpy()
     return table[keep], f"{mod} of query {qid}"
@@ -113,7 +122,11 @@ def _bad_cases(table: pd.DataFrame, layout: PlateLayout):
     qrow = ok_meta.loc[(table.loc[r, "plate"], table.loc[r, "well"])]
     with_meta = table.assign(perturbation="", dose_value="", dose_unit="", time=np.nan)
     with_meta.loc[r, ["perturbation", "dose_value", "dose_unit", "time"]] = [
-        qrow["perturbation"], qrow["dose_value"], qrow["dose_unit"], qrow["time"]]
+        qrow["perturbation"],
+        qrow["dose_value"],
+        qrow["dose_unit"],
+        qrow["time"],
+    ]
     feature = next(c for c in table.columns if c.startswith("P"))
     n_targets = len(qrow["perturbation"].split("+"))
     bad_dose, far_dose = "+".join(["abc"] * n_targets), "+".join(["1e9"] * n_targets)
@@ -124,17 +137,20 @@ def _bad_cases(table: pd.DataFrame, layout: PlateLayout):
         "nan value": (_set(table, r, feature, np.nan), f"column {feature}: nan is not a finite"),
         "inf value": (_set(table, r, feature, np.inf), "inf is not a finite"),
         "negative count": (_set(table, rna_row, _rna_col(table), -3.0), "negative count -3"),
-        "wrong unit": (_set(with_meta, r, "dose_unit", "nM" if qrow["dose_unit"] != "nM" else "uM"),
-                       "column dose_unit"),
-        "duplicated well": (pd.concat([table.drop(columns=["unit"]), first.drop(columns=["unit"])]),
-                            "duplicated well"),
+        "wrong unit": (
+            _set(with_meta, r, "dose_unit", "nM" if qrow["dose_unit"] != "nM" else "uM"),
+            "column dose_unit",
+        ),
+        "duplicated well": (pd.concat([table.drop(columns=["unit"]), first.drop(columns=["unit"])]), "duplicated well"),
         "wrong query_id": (_set(table, r, "query_id", "deadbeefdeadbeef"), "does not match the proposal"),
         "non-numeric dose": (_set(with_meta, r, "dose_value", bad_dose), "not numeric"),
         "malformed combination": (_set(with_meta, r, "perturbation", "A+"), "empty target name"),
         "dose mismatch": (_set(with_meta, r, "dose_value", far_dose), "does not match the layout"),
         "missing time": (_set(with_meta, r, "time", "soon"), "column time"),
-        "empty well": (_set(_set(table, r, "plate", empty["plate"]), r, "well", empty["well"]),
-                       "is empty in the layout"),
+        "empty well": (
+            _set(_set(table, r, "plate", empty["plate"]), r, "well", empty["well"]),
+            "is empty in the layout",
+        ),
         "wrong modality": (_set(table, r, "modality", "spatial"), "is not measured by assay"),
         "missing wells": (table.iloc[: len(table) // 2], "readout\\(s\\) of the layout are missing"),
         "anchor missing a modality": _drop_anchor_modality(table, layout),
@@ -158,9 +174,11 @@ def test_every_malformed_readout_has_its_own_error_and_writes_nothing(run, direc
         assert _snapshot(run) == before, f"{name} changed the run folder"
     files = {
         "empty file": (b"", "file is empty"),
-        "bad encoding": (table.head(3).to_csv(index=False).encode() + "\ncaf\xe9,\xff\n".encode("latin-1"),
-                         "not UTF-8"),
-        "truncated file": (table.to_csv(index=False).encode()[:-4000] + b"\n\"R0", "row|unreadable|truncated"),
+        "bad encoding": (
+            table.head(3).to_csv(index=False).encode() + "\ncaf\xe9,\xff\n".encode("latin-1"),
+            "not UTF-8",
+        ),
+        "truncated file": (table.to_csv(index=False).encode()[:-4000] + b'\n"R0', "row|unreadable|truncated"),
     }
     for name, (data, match) in files.items():
         path = run.parent / f"{name.replace(' ', '_')}.csv"

@@ -17,15 +17,41 @@ from simulators.lab import LabAdapter
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory):
     out = tmp_path_factory.mktemp("screen") / "screen.h5ad"
-    export_main(["--world", "small", "--design", "random", "--n", "60", "--out", str(out), "--seed", "4",
-                 "--assays", "scrna,molecular,cite_seq", "--replicates", "2"])
+    export_main(
+        [
+            "--world",
+            "small",
+            "--design",
+            "random",
+            "--n",
+            "60",
+            "--out",
+            str(out),
+            "--seed",
+            "4",
+            "--assays",
+            "scrna,molecular,cite_seq",
+            "--replicates",
+            "2",
+        ]
+    )
     return out
 
 
 def test_pool_mode_runs_end_to_end_from_the_pool_only(screen, tmp_path, ray_session):
     root = tmp_path / "run"
-    config = RunConfig(oracle="lab", data=str(screen), budget=30, batch_size=6, n_members=2, initial_size=6,
-                       heldout_per_axis=3, strategy="eig", seed=1, model_options={"max_steps": 120, "warm_steps": 40})
+    config = RunConfig(
+        oracle="lab",
+        data=str(screen),
+        budget=30,
+        batch_size=6,
+        n_members=2,
+        initial_size=6,
+        heldout_per_axis=3,
+        strategy="eig",
+        seed=1,
+        model_options={"max_steps": 120, "warm_steps": 40},
+    )
     study = Study.create(root, config)
     metrics = study.run()
     pool = {q.query_id for q in LabAdapter.from_file(screen).space.pool}
@@ -47,12 +73,20 @@ def _one_sample_atlas(path, cells: int = 12, genes: int = 30):
     rng = np.random.default_rng(1)
     labels = ["non-targeting", "KLF1", "GATA1", "CEBPA", "SPI1", "GATA1+KLF1", "CEBPA+SPI1"]
     rows = [(lab, line) for line in ("K562", "RPE1") for lab in labels]
-    obs = pd.DataFrame([{"perturbation": lab, "perturbation_type": "CRISPRi", "cell_line": line, "time": 96.0}
-                        for lab, line in rows for _ in range(cells)])
+    obs = pd.DataFrame(
+        [
+            {"perturbation": lab, "perturbation_type": "CRISPRi", "cell_line": line, "time": 96.0}
+            for lab, line in rows
+            for _ in range(cells)
+        ]
+    )
     effect = rng.normal(0, 0.5, (len(rows), genes))
     X = rng.poisson(np.exp(1.0 + np.repeat(effect, cells, 0))).astype(np.float32)
-    ad.AnnData(X=X, obs=obs.set_axis([f"c{i}" for i in range(len(obs))]),
-               var=pd.DataFrame(index=[f"G{j}" for j in range(genes)])).write_h5ad(path)
+    ad.AnnData(
+        X=X,
+        obs=obs.set_axis([f"c{i}" for i in range(len(obs))]),
+        var=pd.DataFrame(index=[f"G{j}" for j in range(genes)]),
+    ).write_h5ad(path)
     return len(rows)
 
 
@@ -60,9 +94,19 @@ def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_pa
     screen = tmp_path / "atlas.h5ad"
     n_conditions = _one_sample_atlas(screen)
     # The initial design takes a control per context, then a space-filling set from the same few conditions.
-    config = RunConfig(oracle="lab", data=str(screen), budget=14, batch_size=4, n_members=2, initial_size=12,
-                       initial_budget_fraction=0.9, heldout_per_axis=0, strategy="random", seed=2,
-                       model_options={"max_steps": 60, "warm_steps": 20})
+    config = RunConfig(
+        oracle="lab",
+        data=str(screen),
+        budget=14,
+        batch_size=4,
+        n_members=2,
+        initial_size=12,
+        initial_budget_fraction=0.9,
+        heldout_per_axis=0,
+        strategy="random",
+        seed=2,
+        model_options={"max_steps": 60, "warm_steps": 20},
+    )
     metrics = Study.create(tmp_path / "run", config).run()
     obs = Ledger(tmp_path / "run").load().modalities["rna"].obs
     assert (obs.groupby(keys.SPECIMEN)[keys.ROUND].nunique() == 1).all()  # each sample handed out once

@@ -22,9 +22,11 @@ from models.base import Prediction
 from models.baselines import MeanOfControls
 from models.registry import MODELS
 
-FAST = dict(world="small", budget=14.0, batch_size=4, n_members=2, initial_size=4, heldout_per_axis=2,
-            time_limit_s=60.0)
+FAST = dict(
+    world="small", budget=14.0, batch_size=4, n_members=2, initial_size=4, heldout_per_axis=2, time_limit_s=60.0
+)
 TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
+
 
 class NearestControl(MeanOfControls):
     """A toy model of this test file: the control mean, and programs of width 2."""
@@ -48,16 +50,19 @@ def test_older_configs_name_the_model_options_model():
         normalise({"model": {"max_steps": 10}, "model_options": {"warm_steps": 2}})
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"model": "gpt"}, "unknown model 'gpt'; known: additive, csl, linear, mean"),
-    ({"model_options": {"max_stepz": 1}}, "unknown model settings ['max_stepz']"),
-    ({"model": "linear", "model_options": {"bandwidth": 0.1}}, "unknown options of model 'linear': ['bandwidth']"),
-    ({"model": "linear", "model_options": {"seed": 1}}, "seed is set by the run"),
-    ({"strategy": "cost_aware", "strategy_options": {"bass": "nipv"}}, "unknown options of strategy 'cost_aware'"),
-    ({"strategy_options": {"time_limit_s": 3}}, "time_limit_s is set by the run"),
-    ({"plugins": ["no/such/plugin.py"]}, "no/such/plugin.py: no such file"),
-    ({"plugins": ["no_such_module_xyz"]}, "plugin no_such_module_xyz: cannot import"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model": "gpt"}, "unknown model 'gpt'; known: additive, csl, linear, mean"),
+        ({"model_options": {"max_stepz": 1}}, "unknown model settings ['max_stepz']"),
+        ({"model": "linear", "model_options": {"bandwidth": 0.1}}, "unknown options of model 'linear': ['bandwidth']"),
+        ({"model": "linear", "model_options": {"seed": 1}}, "seed is set by the run"),
+        ({"strategy": "cost_aware", "strategy_options": {"bass": "nipv"}}, "unknown options of strategy 'cost_aware'"),
+        ({"strategy_options": {"time_limit_s": 3}}, "time_limit_s is set by the run"),
+        ({"plugins": ["no/such/plugin.py"]}, "no/such/plugin.py: no such file"),
+        ({"plugins": ["no_such_module_xyz"]}, "plugin no_such_module_xyz: cannot import"),
+    ],
+)
 def test_bad_model_and_strategy_settings_are_one_line_errors(settings, message):
     with pytest.raises(ValueError) as info:
         RunConfig.from_dict(settings).validate()
@@ -73,8 +78,9 @@ def test_strategy_options_reach_the_strategy(tmp_path):
 def test_a_new_plugin_is_one_file_with_its_decorator(tmp_path, monkeypatch):
     pkg = tmp_path / "labplugins"
     pkg.mkdir()
-    (pkg / "__init__.py").write_text("from experiment_design.registry import Registry\n"
-                                     "THINGS = Registry('thing', package='labplugins')\n")
+    (pkg / "__init__.py").write_text(
+        "from experiment_design.registry import Registry\nTHINGS = Registry('thing', package='labplugins')\n"
+    )
     (pkg / "widget.py").write_text("from labplugins import THINGS\n\n@THINGS.register('widget')\nclass Widget: ...\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from labplugins import THINGS
@@ -107,8 +113,23 @@ def test_the_cli_takes_a_model_and_refuses_to_change_it_on_resume(tmp_path, caps
     cfg = tmp_path / "fast.json"
     cfg.write_text(json.dumps(FAST))
     root = tmp_path / "run"
-    assert main(["--config", str(cfg), "--model", "mean", "--strategy", "random", "--out", str(root),
-                 "--quiet", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(cfg),
+                "--model",
+                "mean",
+                "--strategy",
+                "random",
+                "--out",
+                str(root),
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     stored = json.loads((root / "config.json").read_text())["config"]
     assert stored["model"] == "mean" and stored["model_options"] == {}
     assert main(["--resume", str(root), "--model", "linear"]) == 2
@@ -122,17 +143,28 @@ def test_a_model_defined_in_a_test_file_runs_from_a_config_file(tmp_path):
     cfg = tmp_path / "plugin.toml"
     cfg.write_text(
         f'plugins = ["{Path(__file__).resolve()}"]\nmodel = "nearest_control"\nstrategy = "random"\n'
-        'world = "small"\nbudget = 14.0\nbatch_size = 4\nn_members = 2\ninitial_size = 4\nheldout_per_axis = 2\n')
+        'world = "small"\nbudget = 14.0\nbatch_size = 4\nn_members = 2\ninitial_size = 4\nheldout_per_axis = 2\n'
+    )
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "loop.run", "--config", str(cfg), "--out", str(out), "--quiet",
-                           "--workers", "1"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "loop.run", "--config", str(cfg), "--out", str(out), "--quiet", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     stored = json.loads((out / "config.json").read_text())["config"]
     assert stored["model"] == "nearest_control" and stored["plugins"] == [str(Path(__file__).resolve())]
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert metrics["risk"].notna().all() and (out / "report.html").is_file()
     # Without the plug-in the name is unknown, and says which names are known.
-    bad = subprocess.run([sys.executable, "-m", "loop.run", "--model", "nearest_control", "--out",
-                          str(tmp_path / "x")], env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "loop.run", "--model", "nearest_control", "--out", str(tmp_path / "x")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "unknown model 'nearest_control'" in bad.stderr

@@ -13,7 +13,10 @@ def test_locations():
     assert is_remote("s3://bucket/study") and is_remote("gs://b/x") and not is_remote("runs/x")
     assert not is_remote("/tmp/x") and not is_remote("file:///tmp/x") and not is_remote("C:/runs")
     uri = "s3://b/study?endpoint_override=localhost:9000&scheme=http"
-    assert join(uri, "runs", "random-seed0") == "s3://b/study/runs/random-seed0?endpoint_override=localhost:9000&scheme=http"
+    assert (
+        join(uri, "runs", "random-seed0")
+        == "s3://b/study/runs/random-seed0?endpoint_override=localhost:9000&scheme=http"
+    )
     assert display(join(uri, "report.html")) == "s3://b/study/report.html"
     assert str(join("studies/x", "runs")) == os.path.join("studies/x", "runs")
 
@@ -37,8 +40,13 @@ def test_a_step_uploads_its_artefact_before_its_status(tmp_path, s3_uri):
     local = tmp_path / "copy"
     remote = RemoteFolder(s3_uri("run"), local)
     remote.fs = _Recorder(remote.fs)
-    names = ["checkpoints/round-0000.json", "checkpoints/finished.json", "proposals/round-0000.parquet",
-             "checkpoints/model-0000.pt", "ledger/round-0000.parquet"]
+    names = [
+        "checkpoints/round-0000.json",
+        "checkpoints/finished.json",
+        "proposals/round-0000.parquet",
+        "checkpoints/model-0000.pt",
+        "ledger/round-0000.parquet",
+    ]
     for n in names:
         (local / n).parent.mkdir(parents=True, exist_ok=True)
         (local / n).write_bytes(b"x")

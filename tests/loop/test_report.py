@@ -115,8 +115,14 @@ def test_cli_renders(study, capsys):
 
 
 def test_dose_points_explode_combinations():
-    props = pd.DataFrame({"strategy": ["a", "a"], "perturbation": ["CMP00+KD01", "control"],
-                          "dose_value": ["10.0+0.5", "0"], "time": [6.0, 24.0]})
+    props = pd.DataFrame(
+        {
+            "strategy": ["a", "a"],
+            "perturbation": ["CMP00+KD01", "control"],
+            "dose_value": ["10.0+0.5", "0"],
+            "time": [6.0, 24.0],
+        }
+    )
     pts = dose_points(props)
     assert list(pts["target"]) == ["CMP00", "KD01"]
     assert pts["log10_dose"].tolist() == pytest.approx([1.0, np.log10(0.5)])

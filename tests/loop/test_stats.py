@@ -43,11 +43,13 @@ def test_budget_to_reach_rejects_bad_input():
 def test_ratio_to_random_on_constructed_curves():
     # random reaches 0.5 (+ seed offset) only with its whole budget; "fast" twice as fast: ratio 0.5 in every seed;
     # "slow" never gets there.
-    res = _curves({
-        "random": lambda s, k: 0.5 * s / 100 + 0.01 * k,
-        "fast": lambda s, k: min(1.0, s / 100 + 0.01 * k),
-        "slow": lambda s, k: 0.2 * s / 100,
-    })
+    res = _curves(
+        {
+            "random": lambda s, k: 0.5 * s / 100 + 0.01 * k,
+            "fast": lambda s, k: min(1.0, s / 100 + 0.01 * k),
+            "slow": lambda s, k: 0.2 * s / 100,
+        }
+    )
     needs = needs_table(res).set_index(["strategy", "seed"])
     for k in range(4):
         assert needs.loc[("random", k), "need"] == pytest.approx(100.0)
@@ -69,10 +71,13 @@ def test_ratio_to_random_on_constructed_curves():
 
 
 def test_partly_reaching_strategy_is_reported_per_seed_count():
-    res = _curves({
-        "random": lambda s, k: 0.5 * s / 100,
-        "mixed": lambda s, k: (s / 100) if k == 0 else 0.3 * s / 100,
-    }, seeds=range(3))
+    res = _curves(
+        {
+            "random": lambda s, k: 0.5 * s / 100,
+            "mixed": lambda s, k: (s / 100) if k == 0 else 0.3 * s / 100,
+        },
+        seeds=range(3),
+    )
     h = {r.strategy: r for r in headline(res, np.random.default_rng(1))}["mixed"]
     assert h.n_reached == 1 and h.n_seeds == 3
     assert h.reaches == "never reaches in 2 of 3 seeds"
@@ -83,10 +88,13 @@ def test_partly_reaching_strategy_is_reported_per_seed_count():
 
 def test_bootstrap_interval_covers_spread_of_seed_ratios():
     ratios = {0: 0.4, 1: 0.5, 2: 0.6, 3: 0.8, 4: 0.7}  # on the round grid: exact
-    res = _curves({
-        "random": lambda s, k: s / 100,
-        "x": lambda s, k: min(1.0, s / (100 * ratios[k])),
-    }, seeds=range(5))
+    res = _curves(
+        {
+            "random": lambda s, k: s / 100,
+            "x": lambda s, k: min(1.0, s / (100 * ratios[k])),
+        },
+        seeds=range(5),
+    )
     h = {r.strategy: r for r in headline(res, np.random.default_rng(2))}["x"]
     gm = float(np.exp(np.mean(np.log(list(ratios.values())))))
     assert h.ratio == pytest.approx(gm, rel=0.02)

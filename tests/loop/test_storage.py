@@ -23,7 +23,7 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     write_json(path, {"v": 1})
 
     def boom(fh):
-        fh.write(b"{\"v\": 2")
+        fh.write(b'{"v": 2')
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError):

@@ -14,9 +14,16 @@ from loop.rounds import METRIC_COLUMNS, RoundStatus, RoundStore
 from loop.run import main
 from loop.study import Study
 
-FAST = dict(world="small", budget=14.0, batch_size=4, n_members=2, initial_size=4, heldout_per_axis=2,
-            time_limit_s=60.0,  # a limit that never binds: exact resumes
-            model_options={"max_steps": 120, "warm_steps": 40})
+FAST = dict(
+    world="small",
+    budget=14.0,
+    batch_size=4,
+    n_members=2,
+    initial_size=4,
+    heldout_per_axis=2,
+    time_limit_s=60.0,  # a limit that never binds: exact resumes
+    model_options={"max_steps": 120, "warm_steps": 40},
+)
 TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
 
 
@@ -77,15 +84,25 @@ def test_crash_and_resume_equals_uninterrupted(point, reference, tmp_path, monke
 
 def test_flaky_oracle_is_survived(reference, tmp_path, ray_session):
     root = tmp_path / "run"
-    Study.create(root, _config(strategy="uncertainty", seed=2), oracle_factory=FlakyFactory(2, every=3),
-                 local_oracle=True, oracle_backoff_s=0.01).run()
+    Study.create(
+        root,
+        _config(strategy="uncertainty", seed=2),
+        oracle_factory=FlakyFactory(2, every=3),
+        local_oracle=True,
+        oracle_backoff_s=0.01,
+    ).run()
     _assert_same_run(reference, root)
 
 
 def test_failing_oracle_stops_cleanly_and_resumes(reference, tmp_path, ray_session):
     root = tmp_path / "run"
-    study = Study.create(root, _config(strategy="uncertainty", seed=2), oracle_factory=FlakyFactory(2, every=1),
-                         local_oracle=True, oracle_backoff_s=0.01)
+    study = Study.create(
+        root,
+        _config(strategy="uncertainty", seed=2),
+        oracle_factory=FlakyFactory(2, every=1),
+        local_oracle=True,
+        oracle_backoff_s=0.01,
+    )
     with pytest.raises(OracleFailed, match="instrument offline"):
         study.run()
     assert not Ledger(root).rounds()  # nothing half-written
@@ -154,8 +171,13 @@ def test_kill_9_then_resume_from_the_command_line(reference, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert RoundStore(root).read_status(1)["status"] is RoundStatus.MEASURED
     env = {k: v for k, v in os.environ.items() if k not in (faults.ENV, faults.MODE_ENV)}
-    resumed = subprocess.run([sys.executable, "-m", "loop.run", "--resume", str(root), "--quiet", "--no-report"],
-                             env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "loop.run", "--resume", str(root), "--quiet", "--no-report"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "identifiability" in resumed.stdout.splitlines()[-1]
     _assert_same_run(reference, root)
@@ -177,8 +199,9 @@ def test_killed_run_on_s3_resumes_from_the_storage(reference, tmp_path, s3_uri):
     uri = s3_uri("runs/uncertainty-seed2")
     env = {**os.environ, faults.ENV: "1:fitted", faults.MODE_ENV: "kill"}
     cmd = [sys.executable, "-m", "loop.run", "--quiet", "--no-report"]
-    killed = subprocess.run([*cmd, "--config", str(cfg), "--out", uri], env=env, capture_output=True, text=True,
-                            timeout=600)
+    killed = subprocess.run(
+        [*cmd, "--config", str(cfg), "--out", uri], env=env, capture_output=True, text=True, timeout=600
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     seen = tmp_path / "seen"
     RemoteFolder(uri, seen).pull()
@@ -228,8 +251,9 @@ def test_an_internal_error_has_its_own_exit_code_and_the_resume_hint(tmp_path, c
 
 def _shards(root) -> dict[str, bytes]:
     """The bytes of every ledger and proposal shard of a run (what a seed measured and asked for)."""
-    return {f"{d}/{p.name}": p.read_bytes() for d in ("ledger", "proposals")
-            for p in sorted((root / d).glob("*.parquet"))}
+    return {
+        f"{d}/{p.name}": p.read_bytes() for d in ("ledger", "proposals") for p in sorted((root / d).glob("*.parquet"))
+    }
 
 
 def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):

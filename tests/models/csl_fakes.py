@@ -14,8 +14,11 @@ FEATURES = {"rna": 12, "adt": 4, "morphology": 5, "molecular": N_PROGRAMS}
 def tiny_space() -> DesignSpace:
     """Three targets (two compounds, one knockdown), two contexts."""
     return DesignSpace(
-        targets=(Target("CMP00", TargetKind.COMPOUND), Target("CMP01", TargetKind.COMPOUND),
-                 Target("KD_G1", TargetKind.KNOCKDOWN)),
+        targets=(
+            Target("CMP00", TargetKind.COMPOUND),
+            Target("CMP01", TargetKind.COMPOUND),
+            Target("KD_G1", TargetKind.KNOCKDOWN),
+        ),
         contexts=(Context("line0", "site0"), Context("line1", "site1")),
     )
 
@@ -32,14 +35,26 @@ def fake_batch(space: DesignSpace, queries: list[Query], rng: np.random.Generato
                 n = 1 if mod == "molecular" else units
                 F = FEATURES[mod]
                 X = rng.poisson(5.0, size=(n, F)) if mod in ("rna", "adt") else rng.normal(size=(n, F))
-                obs = pd.DataFrame({
-                    keys.QUERY_ID: q.query_id, keys.PERTURBATION: q.perturbation.label,
-                    keys.DOSE_VALUE: q.perturbation.dose_label, keys.DOSE_UNIT: "uM", keys.TIME: q.time_h,
-                    keys.TIME_UNIT: "h", keys.CELL_LINE: q.context.cell_line, keys.SITE: q.context.site,
-                    keys.BATCH: "b0", keys.ASSAY: q.assay, keys.MODALITY: mod, keys.REPLICATE: r,
-                    keys.SPECIMEN: f"{q.query_id}:{r}", keys.UNIT: np.arange(n),
-                    keys.PLATE: "P1", keys.WELL: f"B{r + 2:02d}",
-                })
+                obs = pd.DataFrame(
+                    {
+                        keys.QUERY_ID: q.query_id,
+                        keys.PERTURBATION: q.perturbation.label,
+                        keys.DOSE_VALUE: q.perturbation.dose_label,
+                        keys.DOSE_UNIT: "uM",
+                        keys.TIME: q.time_h,
+                        keys.TIME_UNIT: "h",
+                        keys.CELL_LINE: q.context.cell_line,
+                        keys.SITE: q.context.site,
+                        keys.BATCH: "b0",
+                        keys.ASSAY: q.assay,
+                        keys.MODALITY: mod,
+                        keys.REPLICATE: r,
+                        keys.SPECIMEN: f"{q.query_id}:{r}",
+                        keys.UNIT: np.arange(n),
+                        keys.PLATE: "P1",
+                        keys.WELL: f"B{r + 2:02d}",
+                    }
+                )
                 names = tuple(f"P{i}" for i in range(F)) if mod == "molecular" else tuple(f"{mod}{i}" for i in range(F))
                 parts.setdefault(mod, []).append(ModalityData(obs, X, names))
     return MeasurementBatch.concat(MeasurementBatch({m: d}) for m, ds in parts.items() for d in ds)

@@ -17,18 +17,34 @@ CTX = SPACE.contexts
 F = 3
 
 
-def molecular_batch(queries: list[Query], f, replicates: int = 2, noise: float = 0.0,
-                    seed: int = 0) -> MeasurementBatch:
+def molecular_batch(
+    queries: list[Query], f, replicates: int = 2, noise: float = 0.0, seed: int = 0
+) -> MeasurementBatch:
     """A ``molecular`` batch whose specimens read ``f(q)`` (+ Gaussian noise), one row per specimen."""
     rng = np.random.default_rng(seed)
     rows, X = [], []
     for q in queries:
         for r in range(replicates):
-            rows.append({keys.QUERY_ID: q.query_id, keys.PERTURBATION: q.perturbation.label,
-                         keys.DOSE_VALUE: q.perturbation.dose_label, keys.DOSE_UNIT: "uM", keys.TIME: q.time_h,
-                         keys.TIME_UNIT: "h", keys.CELL_LINE: q.context.cell_line, keys.SITE: q.context.site,
-                         keys.BATCH: "b0", keys.ASSAY: q.assay, keys.MODALITY: "molecular", keys.REPLICATE: r,
-                         keys.SPECIMEN: f"{q.query_id}:{r}", keys.UNIT: 0, keys.PLATE: "P1", keys.WELL: "B02"})
+            rows.append(
+                {
+                    keys.QUERY_ID: q.query_id,
+                    keys.PERTURBATION: q.perturbation.label,
+                    keys.DOSE_VALUE: q.perturbation.dose_label,
+                    keys.DOSE_UNIT: "uM",
+                    keys.TIME: q.time_h,
+                    keys.TIME_UNIT: "h",
+                    keys.CELL_LINE: q.context.cell_line,
+                    keys.SITE: q.context.site,
+                    keys.BATCH: "b0",
+                    keys.ASSAY: q.assay,
+                    keys.MODALITY: "molecular",
+                    keys.REPLICATE: r,
+                    keys.SPECIMEN: f"{q.query_id}:{r}",
+                    keys.UNIT: 0,
+                    keys.PLATE: "P1",
+                    keys.WELL: "B02",
+                }
+            )
             X.append(f(q) + noise * rng.normal(size=F))
     X = np.array(X).reshape(-1, F)
     return MeasurementBatch({"molecular": ModalityData(pd.DataFrame(rows), X, ("P0", "P1", "P2"))})
@@ -49,13 +65,17 @@ SLOPE = {"CMP00": np.array([1.5, -1.0, 0.0]), "CMP01": np.array([0.0, 2.0, 1.0])
 def truth(qq: Query) -> np.ndarray:
     """Context level plus, per compound, a slope times the unit dose: exactly additive and linear."""
     ctx = SPACE.context_index[qq.context]
-    return BASE[ctx] + sum((SLOPE[t] * u(d) for t, d in zip(qq.perturbation.targets, qq.perturbation.doses,
-                                                            strict=True)), np.zeros(F))
+    return BASE[ctx] + sum(
+        (SLOPE[t] * u(d) for t, d in zip(qq.perturbation.targets, qq.perturbation.doses, strict=True)), np.zeros(F)
+    )
 
 
 DOSES = (0.003, 0.03, 0.3, 3.0, 30.0)
-TRAIN = ([q(ctx=c) for c in (0, 1)] + [q(["CMP00"], [d], ctx=c) for d in DOSES for c in (0, 1)]
-         + [q(["CMP01"], [d], ctx=c) for d in DOSES for c in (0, 1)])
+TRAIN = (
+    [q(ctx=c) for c in (0, 1)]
+    + [q(["CMP00"], [d], ctx=c) for d in DOSES for c in (0, 1)]
+    + [q(["CMP01"], [d], ctx=c) for d in DOSES for c in (0, 1)]
+)
 
 
 def test_every_baseline_is_registered():
@@ -71,8 +91,9 @@ def test_mean_of_controls_predicts_the_risk_reference_exactly():
     assert rep.details["nmse_intervention"] == pytest.approx(1.0, abs=1e-9)
     ctl = [t for t in TRAIN if t.perturbation.is_control]
     obs = molecular_batch(ctl, truth, noise=0.1).modalities["molecular"].X  # same seed: same control specimens
-    np.testing.assert_allclose(model.predict([q(["CMP00"], [1.0], ctx=1)]).mean("molecular")[0],
-                               obs[2:4].mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(
+        model.predict([q(["CMP00"], [1.0], ctx=1)]).mean("molecular")[0], obs[2:4].mean(axis=0), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("cls", [AdditiveModel, LinearModel])

@@ -16,8 +16,12 @@ def rich_design(space, n_doses=7, times=(2.0, 6.0, 24.0, 48.0), assay="molecular
     An early time (2 h) matters: delays separate direct effects from effects propagated through
     the program graph, which otherwise bias the EC50 of a target acting on a program and its parent.
     """
-    qs = [Query(Perturbation((t.name,), (float(d),)), th, space.contexts[0], assay)
-          for t in space.targets for d in space.dose_series(t.name, n_doses) for th in times]
+    qs = [
+        Query(Perturbation((t.name,), (float(d),)), th, space.contexts[0], assay)
+        for t in space.targets
+        for d in space.dose_series(t.name, n_doses)
+        for th in times
+    ]
     return qs + [Query(Perturbation(), 24.0, c, assay, replicates=3) for c in space.contexts]
 
 
@@ -57,8 +61,18 @@ def test_report_has_fixed_parts_in_unit_interval(rich_fit):
     for truth in (world.truth, None):
         rep = score(model, truth=truth)
         expected = {
-            "truth": {"latent_mcc", "latent_r2", "ec50", "hill", "tau", "direction", "interaction",
-                      "cross_modal", "cross_scale", "lift"},
+            "truth": {
+                "latent_mcc",
+                "latent_r2",
+                "ec50",
+                "hill",
+                "tau",
+                "direction",
+                "interaction",
+                "cross_modal",
+                "cross_scale",
+                "lift",
+            },
             "practical": {"contraction", "fisher_min", "fisher_cond", "heldout"},
         }[rep.mode]
         assert set(rep.parts) == expected

@@ -15,8 +15,9 @@ from simulators import make_world
 
 def _jobs(space, wd, cfg, n=3, states=None):
     n = n if states is None else len(states)
-    return [FitJob(space, wd, cfg, seed=11 + i, member=i, state=None if states is None else states[i])
-            for i in range(n)]
+    return [
+        FitJob(space, wd, cfg, seed=11 + i, member=i, state=None if states is None else states[i]) for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")

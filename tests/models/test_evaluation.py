@@ -46,14 +46,20 @@ class World:
 
     def z(self, q: Query) -> np.ndarray:
         p = q.perturbation
-        return self.line[q.context.cell_line] + sum((self.effect[t] * d for t, d in zip(p.targets, p.doses,
-                                                                                        strict=True)), np.zeros(K))
+        return self.line[q.context.cell_line] + sum(
+            (self.effect[t] * d for t, d in zip(p.targets, p.doses, strict=True)), np.zeros(K)
+        )
 
     def measure(self, queries: list[Query], rng: np.random.Generator, replicates: int = 2) -> MeasurementBatch:
         """Counts for rna / adt / spatial, Gaussian morphology and molecular, per specimen and unit."""
-        mods = {"scrna": ("rna",), "cite_seq": ("rna", "adt"), "rna_morphology": ("rna", "morphology"),
-                "molecular_rna": ("molecular", "rna"), "molecular": ("molecular",),
-                "spatial_dissociated": ("spatial", "rna")}
+        mods = {
+            "scrna": ("rna",),
+            "cite_seq": ("rna", "adt"),
+            "rna_morphology": ("rna", "morphology"),
+            "molecular_rna": ("molecular", "rna"),
+            "molecular": ("molecular",),
+            "spatial_dissociated": ("spatial", "rna"),
+        }
         parts: dict[str, list[ModalityData]] = {}
         for q in queries:
             z = self.z(q)
@@ -72,12 +78,24 @@ class World:
                     else:
                         n, X = 1, z[None] + rng.normal(0, 0.1, (1, K))
                         names = tuple(f"P{i}" for i in range(K))
-                    obs = pd.DataFrame({
-                        keys.QUERY_ID: q.query_id, keys.PERTURBATION: q.perturbation.label,
-                        keys.DOSE_VALUE: q.perturbation.dose_label, keys.DOSE_UNIT: "uM", keys.TIME: q.time_h,
-                        keys.TIME_UNIT: "h", keys.CELL_LINE: q.context.cell_line, keys.SITE: q.context.site,
-                        keys.BATCH: "b", keys.ASSAY: q.assay, keys.MODALITY: m, keys.REPLICATE: r,
-                        keys.SPECIMEN: f"{q.query_id}:{r}", keys.UNIT: np.arange(n)})
+                    obs = pd.DataFrame(
+                        {
+                            keys.QUERY_ID: q.query_id,
+                            keys.PERTURBATION: q.perturbation.label,
+                            keys.DOSE_VALUE: q.perturbation.dose_label,
+                            keys.DOSE_UNIT: "uM",
+                            keys.TIME: q.time_h,
+                            keys.TIME_UNIT: "h",
+                            keys.CELL_LINE: q.context.cell_line,
+                            keys.SITE: q.context.site,
+                            keys.BATCH: "b",
+                            keys.ASSAY: q.assay,
+                            keys.MODALITY: m,
+                            keys.REPLICATE: r,
+                            keys.SPECIMEN: f"{q.query_id}:{r}",
+                            keys.UNIT: np.arange(n),
+                        }
+                    )
                     parts.setdefault(m, []).append(ModalityData(obs, X, names))
         return MeasurementBatch.concat(MeasurementBatch({m: d}) for m, ds in parts.items() for d in ds)
 
@@ -114,14 +132,21 @@ def scenario():
         "intervention": [query((a, b)) for a, b in zip(TARGETS[:6], TARGETS[4:10], strict=True)]
         + [query((t,), dose=0.5) for t in TARGETS[:6]],
         "context": [query((t,), line="L1") for t in TARGETS],
-        "modality": [query((t,), assay=a) for t in TARGETS[:5] for a in ("cite_seq", "rna_morphology",
-                                                                           "molecular_rna")],
+        "modality": [
+            query((t,), assay=a) for t in TARGETS[:5] for a in ("cite_seq", "rna_morphology", "molecular_rna")
+        ],
         "scale": [query((t,), assay="spatial_dissociated") for t in TARGETS],
     }
     heldout = {a: world.measure(qs, rng) for a, qs in heldout_q.items()}
-    controls = world.measure([query((), line=line, assay=a) for line in ("L0", "L1")
-                              for a in ("scrna", "cite_seq", "rna_morphology", "molecular_rna",
-                                        "spatial_dissociated")], rng, replicates=3)
+    controls = world.measure(
+        [
+            query((), line=line, assay=a)
+            for line in ("L0", "L1")
+            for a in ("scrna", "cite_seq", "rna_morphology", "molecular_rna", "spatial_dissociated")
+        ],
+        rng,
+        replicates=3,
+    )
     singles = world.measure([query((t,), assay=a) for t in TARGETS for a in ("scrna", "molecular")], rng)
     return heldout, controls, MeasurementBatch.concat([controls, singles])
 
@@ -144,10 +169,12 @@ def control_table(heldout: dict, controls: MeasurementBatch) -> dict:
     for batch in heldout.values():
         for m in batch.modalities:
             o, c = observed_readout(batch, m), observed_readout(controls, m)
-            line = dict(zip(batch.modalities[m].obs[keys.QUERY_ID], batch.modalities[m].obs[keys.CELL_LINE],
-                            strict=True))
-            cline = dict(zip(controls.modalities[m].obs[keys.QUERY_ID], controls.modalities[m].obs[keys.CELL_LINE],
-                             strict=True))
+            line = dict(
+                zip(batch.modalities[m].obs[keys.QUERY_ID], batch.modalities[m].obs[keys.CELL_LINE], strict=True)
+            )
+            cline = dict(
+                zip(controls.modalities[m].obs[keys.QUERY_ID], controls.modalities[m].obs[keys.CELL_LINE], strict=True)
+            )
             for q in o.query_ids:
                 keep = np.array([cline[cq] == line[q] for cq in c.query_ids])
                 table.setdefault(q, {})[m] = c.values[keep].mean(axis=0)
@@ -163,8 +190,10 @@ def test_perfect_predictions_give_zero_risk(scenario) -> None:
     assert all(v == pytest.approx(0.0, abs=1e-9) for v in rep.parts.values())
     assert rep.details["de_overlap"] == pytest.approx(1.0) and rep.details["de_direction"] == pytest.approx(1.0)
     standard = {f"{m}{s}" for m in STANDARD for s in ("", "_skill", *(f"_{a}" for a in AXES))}
-    assert set(rep.as_metrics()) == {"risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention",
-                                     "calibration_90"} | standard
+    assert (
+        set(rep.as_metrics())
+        == {"risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention", "calibration_90"} | standard
+    )
     skills = {m: rep.standard[f"{m}_skill"] for m in STANDARD}
     assert all(v == pytest.approx(1.0) for v in skills.values() if np.isfinite(v)), skills
     assert np.isfinite(skills["mae"]) and rep.standard["mae"] == pytest.approx(0.0, abs=1e-9)
@@ -174,13 +203,17 @@ def test_shuffled_predictions_score_near_the_baseline(scenario) -> None:
     heldout, controls, _ = scenario
     base = evaluate(TableModel(control_table(heldout, controls)), heldout, controls)
     assert base.risk == pytest.approx(1.0, abs=0.02)  # the baseline is one by construction
-    shuffled = [evaluate(TableModel(observed_table(heldout, np.random.default_rng(s))), heldout, controls).risk
-                for s in range(5)]
+    shuffled = [
+        evaluate(TableModel(observed_table(heldout, np.random.default_rng(s))), heldout, controls).risk
+        for s in range(5)
+    ]
     assert np.mean(shuffled) == pytest.approx(base.risk, abs=0.15)
     # A real but imperfect model (truth plus noise) lies clearly between perfect and baseline.
     rng = np.random.default_rng(7)
-    noisy = {q: {m: v + rng.normal(0, 0.3 * v.std(), v.shape) for m, v in d.items()}
-             for q, d in observed_table(heldout).items()}
+    noisy = {
+        q: {m: v + rng.normal(0, 0.3 * v.std(), v.shape) for m, v in d.items()}
+        for q, d in observed_table(heldout).items()
+    }
     r = evaluate(TableModel(noisy), heldout, controls).risk
     assert 0.02 < r < 0.6
 
@@ -294,8 +327,7 @@ def test_de_knn_and_program_activity() -> None:
 # ---------------------------------------------------------------- stress sets
 def test_make_stress_sets_cover_the_axes_and_are_blocked_from_training() -> None:
     targets = tuple(Target(f"CMP{i:02d}", "compound") for i in range(4)) + (Target("KD00", "knockdown"),)
-    space = DesignSpace(targets=targets, contexts=tuple(Context(f"L{i}", f"S{j}") for i in range(3)
-                                                        for j in range(2)))
+    space = DesignSpace(targets=targets, contexts=tuple(Context(f"L{i}", f"S{j}") for i in range(3) for j in range(2)))
     stress = make_stress_sets(space, np.random.default_rng(0), n_per_axis=9)
     assert set(stress) == set(AXES)
     for qs in stress.values():

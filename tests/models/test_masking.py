@@ -46,10 +46,15 @@ def test_zero_weight_garbage_block_is_masked_exactly():
     base = net.loss(data)
     W = 5
     garbage = WellBlock(
-        y=torch.full((W, 4), float("nan")), n_units=torch.ones(W), query=torch.zeros(W, dtype=torch.long),
-        plate=torch.zeros(W, dtype=torch.long), position=torch.zeros(W, 3), sem2=torch.zeros(W, 4),
+        y=torch.full((W, 4), float("nan")),
+        n_units=torch.ones(W),
+        query=torch.zeros(W, dtype=torch.long),
+        plate=torch.zeros(W, dtype=torch.long),
+        position=torch.zeros(W, 3),
+        sem2=torch.zeros(W, 4),
         var_names=tuple("abcd"),
-        plates=("P",), specimens=tuple(f"g{i}" for i in range(W)),
+        plates=("P",),
+        specimens=tuple(f"g{i}" for i in range(W)),
     )
     data.blocks["adt"] = garbage
     weights = {k: torch.ones(len(b.query)) for k, b in data.blocks.items()}

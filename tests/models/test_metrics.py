@@ -15,10 +15,13 @@ def cells(seed: int = 0):
     effects = rng.normal(0.0, 1.0, (PERTS, GENES)) * (rng.random((PERTS, GENES)) < 0.3)
     pred_effects = effects + rng.normal(0.0, 0.4, effects.shape)  # a good but imperfect model
     labels = np.repeat(["non-targeting", *[f"G{i}" for i in range(PERTS)]], CELLS)
-    real = np.concatenate([base + rng.normal(0, 0.3, (CELLS, GENES))]
-                          + [base + e + rng.normal(0, 0.3, (CELLS, GENES)) for e in effects])
-    pred = np.concatenate([base + rng.normal(0, 0.3, (CELLS, GENES))]
-                          + [base + e + rng.normal(0, 0.3, (CELLS, GENES)) for e in pred_effects])
+    real = np.concatenate(
+        [base + rng.normal(0, 0.3, (CELLS, GENES))] + [base + e + rng.normal(0, 0.3, (CELLS, GENES)) for e in effects]
+    )
+    pred = np.concatenate(
+        [base + rng.normal(0, 0.3, (CELLS, GENES))]
+        + [base + e + rng.normal(0, 0.3, (CELLS, GENES)) for e in pred_effects]
+    )
     return labels, real, pred
 
 
@@ -37,12 +40,17 @@ def test_pearson_delta_mae_and_discrimination_agree_with_cell_eval():
     labels, real, pred = cells()
     obs = pd.DataFrame({"target": labels}, index=[f"c{i}" for i in range(len(labels))])
     var = pd.DataFrame(index=[f"g{i}" for i in range(GENES)])
-    pair = PerturbationAnndataPair(real=ad.AnnData(real.astype(np.float32), obs=obs, var=var),
-                                   pred=ad.AnnData(pred.astype(np.float32), obs=obs.copy(), var=var),
-                                   pert_col="target", control_pert="non-targeting")
-    theirs = {"pearson_delta": np.mean(list(ce.pearson_delta(pair).values())),
-              "mae": np.mean(list(ce.mae(pair).values())),
-              "discrimination_score_l1": np.mean(list(ce.discrimination_score(pair, metric="l1").values()))}
+    pair = PerturbationAnndataPair(
+        real=ad.AnnData(real.astype(np.float32), obs=obs, var=var),
+        pred=ad.AnnData(pred.astype(np.float32), obs=obs.copy(), var=var),
+        pert_col="target",
+        control_pert="non-targeting",
+    )
+    theirs = {
+        "pearson_delta": np.mean(list(ce.pearson_delta(pair).values())),
+        "mae": np.mean(list(ce.mae(pair).values())),
+        "discrimination_score_l1": np.mean(list(ce.discrimination_score(pair, metric="l1").values())),
+    }
     R, ctrl_r = pseudobulk(labels, real.astype(np.float32).astype(float))
     P, ctrl_p = pseudobulk(labels, pred.astype(np.float32).astype(float))
     ours = standard_metrics(P, R, ctrl_r, ctrl_pred=ctrl_p)  # cell-eval: predicted effect vs predicted controls

@@ -32,8 +32,10 @@ def test_projection_is_the_sum_over_cells():
     states = torch.randn(n, C, K, generator=g)
     site = torch.tensor([0, 1, 1, 0])
     comp = torch.softmax(torch.randn(n, C, generator=g), 1)
-    by_hand = sum(comp[:, t:t + 1] * torch.softmax(rna.bias + states[:, t] @ rna.loading.T + rna.batch[site], 1)
-                  for t in range(C))
+    by_hand = sum(
+        comp[:, t : t + 1] * torch.softmax(rna.bias + states[:, t] @ rna.loading.T + rna.batch[site], 1)
+        for t in range(C)
+    )
     assert torch.allclose(project(rna, states, site, comp).exp(), by_hand, atol=1e-6)
 
 
@@ -45,8 +47,17 @@ def test_spot_likelihood_is_negative_binomial_through_the_rna_decoder():
     from models.data import WellBlock
 
     y = torch.poisson(torch.full((5, 15), 30.0, dtype=torch.float32), generator=g)
-    block = WellBlock(y, torch.full((5,), 16.0), torch.arange(5), torch.zeros(5, dtype=torch.long),
-                      torch.zeros(5, 3), torch.zeros(5, 15), tuple("abcdefghijklmno"), ("",), tuple("vwxyz"))
+    block = WellBlock(
+        y,
+        torch.full((5,), 16.0),
+        torch.arange(5),
+        torch.zeros(5, dtype=torch.long),
+        torch.zeros(5, 3),
+        torch.zeros(5, 15),
+        tuple("abcdefghijklmno"),
+        ("",),
+        tuple("vwxyz"),
+    )
     mu = y.sum(1, keepdim=True) * dec.log_p(z, site).exp()
     theta = 16.0 * dec.log_theta.exp()
     ref = torch.distributions.NegativeBinomial(total_count=theta, logits=torch.log(mu) - torch.log(theta))
@@ -75,10 +86,17 @@ def test_linear_latent_inference_inverts_the_decoder():
 
 def tissue_design(space, assay="spatial_dissociated"):
     """Tissue patches over every target's dose series, plus a molecular + RNA dose series."""
-    qs = [Query(Perturbation((t.name,), (float(d),)), 24.0, space.contexts[0], assay)
-          for t in space.targets for d in space.dose_series(t.name, 3)]
-    return qs + [Query(Perturbation((t.name,), (float(d),)), th, space.contexts[0], "molecular_rna")
-                 for t in space.targets for d in space.dose_series(t.name, 4) for th in (2.0, 24.0)]
+    qs = [
+        Query(Perturbation((t.name,), (float(d),)), 24.0, space.contexts[0], assay)
+        for t in space.targets
+        for d in space.dose_series(t.name, 3)
+    ]
+    return qs + [
+        Query(Perturbation((t.name,), (float(d),)), th, space.contexts[0], "molecular_rna")
+        for t in space.targets
+        for d in space.dose_series(t.name, 4)
+        for th in (2.0, 24.0)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +149,11 @@ def _project_at(model, lifted, comp):
     with torch.no_grad():
         z = net.latent(wd.features)[torch.as_tensor(lifted.query)]
         states = z[:, None, :] + torch.as_tensor(lifted.offsets, dtype=torch.float32)
-        refs = torch.softmax(dec.rna.log_p(states, wd.features.site[torch.as_tensor(lifted.query)][:, None]
-                                           .expand(-1, states.shape[1])) + dec.platform, -1)
+        refs = torch.softmax(
+            dec.rna.log_p(states, wd.features.site[torch.as_tensor(lifted.query)][:, None].expand(-1, states.shape[1]))
+            + dec.platform,
+            -1,
+        )
         return torch.log((torch.as_tensor(comp)[:, :, None] * refs.double()).sum(1)).numpy()
 
 

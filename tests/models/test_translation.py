@@ -14,9 +14,14 @@ simulators = pytest.importorskip("simulators")
 
 
 def _design(space, assays, contexts, n_doses=4, times=(6.0, 24.0)):
-    return [Query(Perturbation((t.name,), (float(d),)), th, c, a)
-            for t in space.targets for d in space.dose_series(t.name, n_doses) for th in times
-            for c in contexts for a in assays]
+    return [
+        Query(Perturbation((t.name,), (float(d),)), th, c, a)
+        for t in space.targets
+        for d in space.dose_series(t.name, n_doses)
+        for th in times
+        for c in contexts
+        for a in assays
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +34,9 @@ def fits():
     # The same conditions, RNA and morphology measured on separate specimens, no CITE-seq.
     separate = CSLEnsemble(sp, n_members=1, seed=0, max_steps=300)
     separate.fit(world.measure(_design(sp, ["scrna", "cell_painting"], ctx)))
-    heldout = build_well_data(sp, world.measure(
-        _design(sp, ["rna_morphology", "cite_seq"], sp.contexts[1:], n_doses=3, times=(12.0,))))
+    heldout = build_well_data(
+        sp, world.measure(_design(sp, ["rna_morphology", "cite_seq"], sp.contexts[1:], n_doses=3, times=(12.0,)))
+    )
     return world, anchored, separate, heldout
 
 

@@ -16,8 +16,24 @@ from simulators.lab_formats import DataFormatError, read_measurements
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("screen") / "screen.h5ad"
-    export_main(["--world", "small", "--design", "random", "--n", "40", "--out", str(out), "--seed", "5",
-                 "--assays", "scrna,molecular", "--replicates", "2"])
+    export_main(
+        [
+            "--world",
+            "small",
+            "--design",
+            "random",
+            "--n",
+            "40",
+            "--out",
+            str(out),
+            "--seed",
+            "5",
+            "--assays",
+            "scrna,molecular",
+            "--replicates",
+            "2",
+        ]
+    )
     return out
 
 
@@ -58,17 +74,23 @@ def test_exclude_restores_state_on_resume(screen):
 
 
 def _tidy(n: int = 6) -> pd.DataFrame:
-    return pd.DataFrame({
-        "drug": ["control", "A", "A", "B", "A+B", "B"][:n], "dose": ["0", "1.0", "10", "0.5", "1.0+0.5", "5"][:n],
-        "hours": [24.0] * n, "line": ["HeLa"] * n, "viability": np.linspace(1.0, 0.4, n),
-    })
+    return pd.DataFrame(
+        {
+            "drug": ["control", "A", "A", "B", "A+B", "B"][:n],
+            "dose": ["0", "1.0", "10", "0.5", "1.0+0.5", "5"][:n],
+            "hours": [24.0] * n,
+            "line": ["HeLa"] * n,
+            "viability": np.linspace(1.0, 0.4, n),
+        }
+    )
 
 
 def test_tidy_csv_with_column_mapping(tmp_path):
     path = tmp_path / "screen.csv"
     _tidy().to_csv(path, index=False)
-    batch = read_measurements(path, mapping={"perturbation": "drug", "dose_value": "dose", "time": "hours",
-                                             "cell_line": "line"})
+    batch = read_measurements(
+        path, mapping={"perturbation": "drug", "dose_value": "dose", "time": "hours", "cell_line": "line"}
+    )
     m = batch.modalities["molecular"]
     assert m.var_names == ("viability",)
     assert list(m.obs[keys.PERTURBATION]) == ["control", "A", "A", "B", "A+B", "B"]
@@ -78,9 +100,17 @@ def test_tidy_csv_with_column_mapping(tmp_path):
 
 def test_combination_matrix_format(tmp_path):
     path = tmp_path / "combo.csv"
-    pd.DataFrame({"drug1": ["X", "X", "X"], "drug2": ["Y", "Y", ""], "conc1": [0.0, 1.0, 2.0],
-                  "conc2": [0.0, 0.3, 0.0], "response": [100.0, 60.0, 70.0], "cell_line": ["L"] * 3,
-                  "replicate": [0, 0, 0]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "drug1": ["X", "X", "X"],
+            "drug2": ["Y", "Y", ""],
+            "conc1": [0.0, 1.0, 2.0],
+            "conc2": [0.0, 0.3, 0.0],
+            "response": [100.0, 60.0, 70.0],
+            "cell_line": ["L"] * 3,
+            "replicate": [0, 0, 0],
+        }
+    ).to_csv(path, index=False)
     obs = read_measurements(path).modalities["molecular"].obs
     assert list(obs[keys.PERTURBATION]) == ["control", "X+Y", "X"]
     assert list(obs[keys.DOSE_VALUE]) == ["0", "1.0+0.3", "2.0"]
@@ -95,10 +125,14 @@ def test_combination_matrix_format(tmp_path):
         (lambda d: d.assign(hours=[24.0, None, 24, 24, 24, 24]), r"row 3, column time"),
         (lambda d: d.assign(viability=[1.0, np.nan, 1, 1, 1, 1]), r"row 3, column viability"),
         (lambda d: d.assign(line=["HeLa", "", "HeLa", "HeLa", "HeLa", "HeLa"]), r"row 3, column cell_line"),
-        (lambda d: d.assign(dose_unit="pints"),
-         r"row 3, column dose_unit: unknown unit 'pints'.*\[data_mapping\] units"),
-        (lambda d: d.assign(dose=["0", "1", "1", "1", "1", "1"]),
-         r"row 6, column dose_value: '1' has 1 values for the 2"),
+        (
+            lambda d: d.assign(dose_unit="pints"),
+            r"row 3, column dose_unit: unknown unit 'pints'.*\[data_mapping\] units",
+        ),
+        (
+            lambda d: d.assign(dose=["0", "1", "1", "1", "1", "1"]),
+            r"row 6, column dose_value: '1' has 1 values for the 2",
+        ),
         (lambda d: d.assign(dose_unit="knockdown"), r"row 4, column dose_value: knockdown 10.0 of 'A' is above 1"),
         (lambda d: d.assign(dose_unit=None, perturbation_type="magic"), r"row 2, column perturbation_type: unknown"),
     ],
@@ -135,10 +169,17 @@ def test_negative_counts_empty_and_undecodable_files(tmp_path):
 
 def test_wells_are_specimens_and_zero_doses_are_controls(tmp_path):
     path = tmp_path / "wells.csv"
-    pd.DataFrame({
-        "perturbation": ["DMSO", "A", "A", "A"], "dose_value": ["0", "1.0", "1.0", "1.0"], "time": 24.0,
-        "cell_line": "L", "plate": "P1", "well": ["A01", "A02", "B02", "C02"], "viability": [1.0, 0.5, 0.6, 0.55],
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "perturbation": ["DMSO", "A", "A", "A"],
+            "dose_value": ["0", "1.0", "1.0", "1.0"],
+            "time": 24.0,
+            "cell_line": "L",
+            "plate": "P1",
+            "well": ["A01", "A02", "B02", "C02"],
+            "viability": [1.0, 0.5, 0.6, 0.55],
+        }
+    ).to_csv(path, index=False)
     obs = read_measurements(path).modalities["molecular"].obs
     assert obs[keys.PERTURBATION].tolist() == ["control", "A", "A", "A"]
     assert obs[keys.REPLICATE].tolist() == [0, 0, 1, 2]

@@ -19,14 +19,31 @@ from simulators.lab_formats import DataFormatError, feature_columns, is_control_
 def _crispr_atlas(path, n_genes: int = 12):
     """An scPerturb-style CRISPRi/CRISPRa subset: gene labels, no doses, controls by several names, QC obs."""
     rng = np.random.default_rng(0)
-    labels = ["non-targeting", "NTC_2", "control", "KLF1", "KLF1", "GATA1", "GATA1+KLF1", "safe-targeting_0003",
-              "CEBPA", "CEBPA"]
-    obs = pd.DataFrame({
-        "perturbation": labels, "perturbation_type": ["CRISPRi"] * 7 + ["CRISPRa"] * 3,
-        "cell_line": ["K562"] * 5 + ["RPE1"] * 5, "time": 96.0,
-        "guide_id": [f"sg{i}" for i in range(10)], "ncounts": rng.integers(2000, 5000, 10).astype(float),
-        "percent_mito": rng.uniform(1, 8, 10), "nperts": [0, 0, 0, 1, 1, 1, 2, 0, 1, 1],
-    }, index=[f"cell{i}" for i in range(10)])
+    labels = [
+        "non-targeting",
+        "NTC_2",
+        "control",
+        "KLF1",
+        "KLF1",
+        "GATA1",
+        "GATA1+KLF1",
+        "safe-targeting_0003",
+        "CEBPA",
+        "CEBPA",
+    ]
+    obs = pd.DataFrame(
+        {
+            "perturbation": labels,
+            "perturbation_type": ["CRISPRi"] * 7 + ["CRISPRa"] * 3,
+            "cell_line": ["K562"] * 5 + ["RPE1"] * 5,
+            "time": 96.0,
+            "guide_id": [f"sg{i}" for i in range(10)],
+            "ncounts": rng.integers(2000, 5000, 10).astype(float),
+            "percent_mito": rng.uniform(1, 8, 10),
+            "nperts": [0, 0, 0, 1, 1, 1, 2, 0, 1, 1],
+        },
+        index=[f"cell{i}" for i in range(10)],
+    )
     X = rng.poisson(3.0, (10, n_genes)).astype(np.float32)
     a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]))
     a.write_h5ad(path)
@@ -56,16 +73,26 @@ def test_crispr_atlas_reads_guides_types_controls_and_keeps_qc_as_metadata(tmp_p
         ("percent", ["25", "90", "50+90"], ["0.25", "0.9", "0.5+0.9"]),
         ("%", ["25", "90", "50+90"], ["0.25", "0.9", "0.5+0.9"]),
         ("sgRNA", ["1", "2", "1+1"], ["1.0", "1.0", "1.0+1.0"]),
-        ("MOI", ["0.3", "3", "0.3+1"], [repr(-math.expm1(-0.3)), repr(-math.expm1(-3.0)),
-                                       f"{-math.expm1(-0.3)!r}+{-math.expm1(-1.0)!r}"]),
+        (
+            "MOI",
+            ["0.3", "3", "0.3+1"],
+            [repr(-math.expm1(-0.3)), repr(-math.expm1(-3.0)), f"{-math.expm1(-0.3)!r}+{-math.expm1(-1.0)!r}"],
+        ),
     ],
 )
 def test_knockdown_screen_units_become_strengths(tmp_path, unit, doses, expected):
     path = tmp_path / "kd.csv"
-    pd.DataFrame({
-        "perturbation": ["NTC", "A", "B", "A+B"], "dose_value": ["0", *doses], "dose_unit": unit, "time": 48,
-        "cell_line": "HEK293T", "G0": [3, 4, 5, 6], "G1": [1, 0, 2, 2],
-    }).assign(modality="rna").to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "perturbation": ["NTC", "A", "B", "A+B"],
+            "dose_value": ["0", *doses],
+            "dose_unit": unit,
+            "time": 48,
+            "cell_line": "HEK293T",
+            "G0": [3, 4, 5, 6],
+            "G1": [1, 0, 2, 2],
+        }
+    ).assign(modality="rna").to_csv(path, index=False)
     obs = read_measurements(path).modalities["rna"].obs
     assert obs[keys.PERTURBATION].tolist() == ["control", "A", "B", "A+B"]
     assert obs[keys.DOSE_VALUE].tolist()[1:] == expected
@@ -74,12 +101,18 @@ def test_knockdown_screen_units_become_strengths(tmp_path, unit, doses, expected
 
 def test_compound_grid_units_any_case_and_vehicle_in_a_combination(tmp_path):
     path = tmp_path / "grid.csv"
-    pd.DataFrame({
-        "perturbation": ["DMSO", "drugA", "drugA", "DMSO+drugB", "drugA+drugB"],
-        "dose_value": ["0.1", "100", "0.5", "0.1+2000", "1+1"], "dose_unit": ["%", "nM", "uM", "%+NM", "µM"],
-        "time": 72, "cell_line": "A549", "viability": [1.0, 0.9, 0.7, 0.8, 0.4],
-        "compound_name": ["vehicle", "drugA", "drugA", "drugB", "A and B"], "plate_barcode": "P0001",
-    }).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "perturbation": ["DMSO", "drugA", "drugA", "DMSO+drugB", "drugA+drugB"],
+            "dose_value": ["0.1", "100", "0.5", "0.1+2000", "1+1"],
+            "dose_unit": ["%", "nM", "uM", "%+NM", "µM"],
+            "time": 72,
+            "cell_line": "A549",
+            "viability": [1.0, 0.9, 0.7, 0.8, 0.4],
+            "compound_name": ["vehicle", "drugA", "drugA", "drugB", "A and B"],
+            "plate_barcode": "P0001",
+        }
+    ).to_csv(path, index=False)
     m = read_measurements(path).modalities["molecular"]
     assert m.var_names == ("viability",)  # text columns are metadata
     assert m.obs[keys.PERTURBATION].tolist() == ["control", "drugA", "drugA", "drugB", "drugA+drugB"]
@@ -89,11 +122,22 @@ def test_compound_grid_units_any_case_and_vehicle_in_a_combination(tmp_path):
 
 def test_unknown_unit_names_row_value_and_the_config_mapping_that_fixes_it(tmp_path):
     path = tmp_path / "odd.csv"
-    frame = pd.DataFrame({"perturbation": ["control", "A", "A"], "dose_value": ["0", "2", "4"],
-                          "dose_unit": ["", "copies", "copies"], "time": 24, "cell_line": "L", "score": [0, 1, 2]})
+    frame = pd.DataFrame(
+        {
+            "perturbation": ["control", "A", "A"],
+            "dose_value": ["0", "2", "4"],
+            "dose_unit": ["", "copies", "copies"],
+            "time": 24,
+            "cell_line": "L",
+            "score": [0, 1, 2],
+        }
+    )
     frame.to_csv(path, index=False)
-    with pytest.raises(DataFormatError, match=r"row 3, column dose_unit: unknown unit 'copies'.*"
-                                              r'\[data_mapping\] units = \{"copies" = "uM"\}'):
+    with pytest.raises(
+        DataFormatError,
+        match=r"row 3, column dose_unit: unknown unit 'copies'.*"
+        r'\[data_mapping\] units = \{"copies" = "uM"\}',
+    ):
         read_measurements(path)
     obs = read_measurements(path, units={"copies": "guide"}).modalities["molecular"].obs
     assert obs[keys.DOSE_VALUE].tolist() == ["0", "1.0", "1.0"] and obs[keys.DOSE_UNIT].iloc[1] == "fraction"
@@ -108,24 +152,35 @@ def test_unknown_unit_names_row_value_and_the_config_mapping_that_fixes_it(tmp_p
         (dict(dose_unit="percent", dose_value=["0", "150"]), r"row 3, column dose_value: percent 150.0 of 'A'"),
         (dict(dose_unit="uM", dose_value=["0", ""]), r"row 3, column dose_value: missing concentration of 'A'"),
         (dict(dose_unit="uM", dose_value=["0", "-1"]), r"row 3, column dose_value: dose -1.0 of 'A' is negative"),
-        (dict(dose_unit=None, dose_value=["0", "1"], perturbation_type=["control", "telepathy"]),
-         r"row 3, column perturbation_type: unknown type 'telepathy'"),
+        (
+            dict(dose_unit=None, dose_value=["0", "1"], perturbation_type=["control", "telepathy"]),
+            r"row 3, column perturbation_type: unknown type 'telepathy'",
+        ),
     ],
 )
 def test_bad_genetic_or_compound_doses_name_the_row(tmp_path, frame, match):
     path = tmp_path / "bad.csv"
-    pd.DataFrame({"perturbation": ["control", "A"], "time": 24, "cell_line": "L", "score": [0.0, 1.0],
-                  **frame}).to_csv(path, index=False)
+    pd.DataFrame({"perturbation": ["control", "A"], "time": 24, "cell_line": "L", "score": [0.0, 1.0], **frame}).to_csv(
+        path, index=False
+    )
     with pytest.raises(DataFormatError, match=match):
         read_measurements(path)
 
 
 def test_features_rule_metadata_columns_and_a_stray_text_value(tmp_path):
-    frame = pd.DataFrame({
-        "perturbation": ["control", "A", "B", "A"], "dose_value": ["0", "1", "1", "2"], "time": 24,
-        "cell_line": "L", "guide_id": ["g0", "g1", "g2", "g3"], "n_counts": [10, 11, 12, 13],
-        "well_note": ["ok", "edge", "ok", "ok"], "g1": [1.0, 2.0, 3.0, 4.0], "g2": [1.0, 2.0, 3.0, 4.0],
-    })
+    frame = pd.DataFrame(
+        {
+            "perturbation": ["control", "A", "B", "A"],
+            "dose_value": ["0", "1", "1", "2"],
+            "time": 24,
+            "cell_line": "L",
+            "guide_id": ["g0", "g1", "g2", "g3"],
+            "n_counts": [10, 11, 12, 13],
+            "well_note": ["ok", "edge", "ok", "ok"],
+            "g1": [1.0, 2.0, 3.0, 4.0],
+            "g2": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     assert feature_columns(frame) == ["g1", "g2"]
     path = tmp_path / "t.csv"
     frame.assign(g2=["1.0", "2.0", "abc", "4.0"]).to_csv(path, index=False)
@@ -140,8 +195,23 @@ def test_features_rule_metadata_columns_and_a_stray_text_value(tmp_path):
         read_measurements(path, features=["g9"])
 
 
-@pytest.mark.parametrize("name", ["control", "CTRL", "non-targeting", "NonTargeting_12", "NTC", "ntc-3", "DMSO",
-                                  "vehicle", "safe_targeting", "Scrambled", "mock", "untreated"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "control",
+        "CTRL",
+        "non-targeting",
+        "NonTargeting_12",
+        "NTC",
+        "ntc-3",
+        "DMSO",
+        "vehicle",
+        "safe_targeting",
+        "Scrambled",
+        "mock",
+        "untreated",
+    ],
+)
 def test_control_names(name):
     assert is_control_name(name)
 
@@ -153,10 +223,26 @@ def test_genes_that_look_like_controls_are_not(name):
 
 def test_run_config_carries_the_data_mapping(tmp_path):
     path = tmp_path / "odd.csv"
-    pd.DataFrame({"drug": ["vehicle", "A", "A", "B"], "conc": ["0", "2", "4", "1"], "unit": "copies",
-                  "hours": 24, "line": "L", "score": [0.0, 1.0, 2.0, 0.5]}).to_csv(path, index=False)
-    mapping = {"columns": {"perturbation": "drug", "dose_value": "conc", "dose_unit": "unit", "time": "hours",
-                           "cell_line": "line"}, "units": {"copies": "guide"}}
+    pd.DataFrame(
+        {
+            "drug": ["vehicle", "A", "A", "B"],
+            "conc": ["0", "2", "4", "1"],
+            "unit": "copies",
+            "hours": 24,
+            "line": "L",
+            "score": [0.0, 1.0, 2.0, 0.5],
+        }
+    ).to_csv(path, index=False)
+    mapping = {
+        "columns": {
+            "perturbation": "drug",
+            "dose_value": "conc",
+            "dose_unit": "unit",
+            "time": "hours",
+            "cell_line": "line",
+        },
+        "units": {"copies": "guide"},
+    }
     RunConfig(oracle="lab", data=str(path), data_mapping=mapping).validate()
     from loop.study import LabFactory
 
@@ -199,9 +285,18 @@ def test_log_normalised_x_alone_is_refused_naming_the_value_and_the_fix(tmp_path
 
 
 def test_a_continuous_modality_keeps_its_non_integer_values(tmp_path):
-    df = pd.DataFrame({"perturbation": ["control", "DRUG1"], "dose_value": ["0", "1.5"], "dose_unit": ["uM", "uM"],
-                       "time": [24.0, 24.0], "cell_line": ["A549", "A549"], "modality": "molecular",
-                       "P0": [0.25, 1.75], "P1": [2.5, -0.5]})
+    df = pd.DataFrame(
+        {
+            "perturbation": ["control", "DRUG1"],
+            "dose_value": ["0", "1.5"],
+            "dose_unit": ["uM", "uM"],
+            "time": [24.0, 24.0],
+            "cell_line": ["A549", "A549"],
+            "modality": "molecular",
+            "P0": [0.25, 1.75],
+            "P1": [2.5, -0.5],
+        }
+    )
     df.to_csv(tmp_path / "panel.csv", index=False)
     m = read_measurements(tmp_path / "panel.csv").modalities["molecular"]
     np.testing.assert_allclose(m.X, [[0.25, 2.5], [1.75, -0.5]])

@@ -13,8 +13,22 @@ from simulators.export import main
 
 def test_export_writes_rna_and_side_files(tmp_path, capsys):
     out = tmp_path / "screen.h5ad"
-    written = main(["--world", "small", "--design", "random", "--n", "12", "--out", str(out), "--seed", "4",
-                    "--assays", "scrna,cite_seq,spatial"])
+    written = main(
+        [
+            "--world",
+            "small",
+            "--design",
+            "random",
+            "--n",
+            "12",
+            "--out",
+            str(out),
+            "--seed",
+            "4",
+            "--assays",
+            "scrna,cite_seq,spatial",
+        ]
+    )
     printed = capsys.readouterr().out
     assert written["rna"][0] == out and str(out) in printed
     rna = ad.read_h5ad(out)
@@ -35,14 +49,33 @@ def test_export_writes_rna_and_side_files(tmp_path, capsys):
 
 def test_export_runs_as_a_module(tmp_path):
     out = tmp_path / "s.h5ad"
-    res = subprocess.run([sys.executable, "-m", "simulators.export", "--world", "small", "--design", "grid",
-                          "--n", "5", "--out", str(out)], capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulators.export",
+            "--world",
+            "small",
+            "--design",
+            "grid",
+            "--n",
+            "5",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "wrote" in res.stdout and out.exists()
 
 
 def test_bad_export_settings_are_one_line_not_a_traceback(tmp_path):
     for argv, message in ((["--assays", "bogus"], "unknown assays ['bogus']"), (["--world", "huge"], "huge")):
-        res = subprocess.run([sys.executable, "-m", "simulators.export", "--world", "small", "--out",
-                              str(tmp_path / "s.h5ad"), *argv], capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "simulators.export", "--world", "small", "--out", str(tmp_path / "s.h5ad"), *argv],
+            capture_output=True,
+            text=True,
+        )
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
         assert not (tmp_path / "s.h5ad").exists()

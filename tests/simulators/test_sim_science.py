@@ -61,8 +61,11 @@ def test_hill_fit_on_expected_returns_true_ec50_in_each_cell_line(world):
 def test_hill_fit_on_noisy_measurements_recovers_ec50(world):
     t = world.truth
     ctx = world.space.contexts[0]
-    compounds = [(j, m) for j, m in _clean_direct_pairs(world)
-                 if world.space.targets[j].kind is TargetKind.COMPOUND and abs(t.emax[j, m]) > 1.0]
+    compounds = [
+        (j, m)
+        for j, m in _clean_direct_pairs(world)
+        if world.space.targets[j].kind is TargetKind.COMPOUND and abs(t.emax[j, m]) > 1.0
+    ]
     assert compounds
     for j, m in compounds[:3]:
         name = t.targets[j]
@@ -179,12 +182,16 @@ def test_design_matters_perturbing_drivers_recovers_loadings(seed):
     ctxs = world.space.contexts
     genetic = [tg for tg in world.space.targets if tg.kind is not TargetKind.COMPOUND]
     assert {world.truth.extras["primary_program"][world.space.target_index[g.name]] for g in genetic} == set(
-        range(len(world.params.programs)))
+        range(len(world.params.programs))
+    )
     levels = (0.25, 0.5, 0.75, 1.0)
-    drivers = [Query(Perturbation((g.name,), (s,)), 24.0, ctxs[i % len(ctxs)], "scrna")
-               for i, (g, s) in enumerate((g, s) for g in genetic for s in levels)]
-    controls = [Query(Perturbation.control(), 24.0 + 0.01 * i, ctxs[i % len(ctxs)], "scrna")
-                for i in range(len(drivers))]
+    drivers = [
+        Query(Perturbation((g.name,), (s,)), 24.0, ctxs[i % len(ctxs)], "scrna")
+        for i, (g, s) in enumerate((g, s) for g in genetic for s in levels)
+    ]
+    controls = [
+        Query(Perturbation.control(), 24.0 + 0.01 * i, ctxs[i % len(ctxs)], "scrna") for i in range(len(drivers))
+    ]
     good, poor = _loading_capture(world, drivers), _loading_capture(world, controls)
     assert good > 0.55
     assert good > poor + 0.25, (good, poor)

@@ -43,8 +43,16 @@ def test_presets_have_the_sizes_of_the_issue():
     assert len({c.cell_line for c in d.space.contexts}) == 3 and len({c.site for c in d.space.contexts}) == 2
     assert d.space.time_range_h == (0.0, 48.0) and d.space.max_order == 3
     costs = {a.name: a.cost for a in d.space.assays}
-    assert costs == {"scrna": 1.0, "cite_seq": 2.5, "cell_painting": 0.3, "rna_morphology": 1.5,
-                     "molecular": 0.5, "molecular_rna": 1.6, "spatial": 4.0, "spatial_dissociated": 6.0}
+    assert costs == {
+        "scrna": 1.0,
+        "cite_seq": 2.5,
+        "cell_painting": 0.3,
+        "rna_morphology": 1.5,
+        "molecular": 0.5,
+        "molecular_rna": 1.6,
+        "spatial": 4.0,
+        "spatial_dissociated": 6.0,
+    }
     large = make_world("large", seed=0)
     assert (large.config.n_genes, large.config.n_programs, len(large.space.targets)) == (2000, 32, 200)
     assert len({c.cell_line for c in large.space.contexts}) == 10

@@ -18,8 +18,13 @@ def _tissue_queries(world):
     sp = world.space
     t = sp.targets[0]
     return [
-        Query(Perturbation((t.name,), (float(sp.dose_series(t.name, 3)[-1]),)), 24.0, sp.contexts[0],
-              "spatial_dissociated", replicates=2),
+        Query(
+            Perturbation((t.name,), (float(sp.dose_series(t.name, 3)[-1]),)),
+            24.0,
+            sp.contexts[0],
+            "spatial_dissociated",
+            replicates=2,
+        ),
         Query(Perturbation(), 12.0, sp.contexts[1], "spatial"),
     ]
 
