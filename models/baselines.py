@@ -15,10 +15,10 @@ means for ``morphology`` / ``molecular``), one row per measured condition:
   its single-perturbation effect (observed minus its context's control mean),
   smoothed over dose and time by a Gaussian kernel with a zero effect at the
   lowest dose; a combination is the sum of its targets' effects.
-* ``linear`` (:class:`LinearModel`): ridge regression of the readout on
-  perturbation features (context one-hot, time, and per target its unit dose,
-  squared dose and dose × time), in the spirit of the linear baseline of
-  Ahlmann-Eltze et al.
+* ``linear`` (:class:`LinearModel`): ridge regression (λ = 1) of the readout
+  on perturbation features, all in [0, 1] (context one-hot, time, and per
+  target its unit dose, squared dose and dose × time), in the spirit of the
+  linear baseline of Ahlmann-Eltze et al.
 
 Uncertainty comes from a bootstrap over conditions (member 0 fits every
 condition, members 1.. a resample, new every fit), and the aleatoric variance
@@ -323,7 +323,7 @@ class LinearModel(BaselineModel):
         n_members: Ensemble size.
         seed: Base seed.
         n_programs: Principal components in the ``programs`` readout.
-        ridge: Penalty λ on the standardised feature weights (the intercept is not penalised).
+        ridge: Penalty λ on the feature weights (the intercept is not penalised).
     """
 
     def __init__(
@@ -348,15 +348,18 @@ class LinearModel(BaselineModel):
         return X
 
     def fit_table(self, t: Table) -> dict:
-        """Intercept, feature scaling and weights, weighted by specimens."""
+        """Intercept and weights, weighted by specimens.
+
+        The features all lie in [0, 1] and are only centred, not scaled to unit variance: a
+        feature seen in one or two conditions would otherwise be scaled up and a query far
+        from them extrapolated without bound.
+        """
         X, w = self.features(t.queries), t.n_specimens / t.n_specimens.mean()
         mu_x, mu_y = w @ X / w.sum(), w @ t.Y / w.sum()
-        sd = np.sqrt(w @ (X - mu_x) ** 2 / w.sum())
-        sd[sd == 0] = 1.0
-        Z = (X - mu_x) / sd
+        Z = X - mu_x
         B = np.linalg.solve(Z.T @ (w[:, None] * Z) + self.ridge * np.eye(Z.shape[1]), Z.T @ (w[:, None] * (t.Y - mu_y)))
-        return {"mu_x": mu_x, "sd": sd, "mu_y": mu_y, "B": B}
+        return {"mu_x": mu_x, "mu_y": mu_y, "B": B}
 
     def predict_table(self, params: dict, queries: Sequence[Query]) -> np.ndarray:
         """``(n, F)`` the ridge predictions."""
-        return params["mu_y"] + ((self.features(queries) - params["mu_x"]) / params["sd"]) @ params["B"]
+        return params["mu_y"] + (self.features(queries) - params["mu_x"]) @ params["B"]
