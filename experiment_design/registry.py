@@ -15,6 +15,7 @@ import pkgutil
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 
 
 class Registry:
@@ -85,34 +86,39 @@ class Registry:
         return name in self._table
 
 
-def load_plugins(plugins: Iterable[str]) -> None:
+def load_plugins(plugins: Iterable[str]) -> list[ModuleType]:
     """Import plug-in modules so that their decorators register them.
 
     Args:
         plugins: Module names (``mylab.models``) or paths of ``.py`` files; a file is imported
             once per process under a name derived from its absolute path.
 
+    Returns:
+        The plug-in modules (a caller that ships objects to other processes may need them).
+
     Raises:
         ValueError: A file that does not exist or a module that cannot be imported, by name.
     """
+    modules = []
     for plugin in plugins:
         if plugin.endswith(".py"):
             path = Path(plugin).resolve()
             if not path.is_file():
                 raise ValueError(f"plugin {plugin}: no such file")
             name = f"cslab_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-            if name in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception:
-                del sys.modules[name]
-                raise
+            if name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except Exception:
+                    del sys.modules[name]
+                    raise
+            modules.append(sys.modules[name])
         else:
             try:
-                importlib.import_module(plugin)
+                modules.append(importlib.import_module(plugin))
             except ImportError as exc:
                 raise ValueError(f"plugin {plugin}: cannot import it ({exc})") from None
+    return modules

@@ -11,7 +11,6 @@ from importlib import metadata
 from pathlib import Path
 
 WORLDS = ("small", "default", "large")
-ORACLES = ("sim", "lab", "plates")
 #: Keys of config.json that must match when a run is resumed.
 IDENTITY_KEYS = (
     "seed",
@@ -47,8 +46,9 @@ class RunConfig:
         seed: Root seed of the world, the model and the strategy.
         batch_size: Queries proposed per round (q).
         world: Simulator preset: small, default or large.
-        oracle: ``sim`` (simulator), ``lab`` (measured data in pool mode, needs
-            ``data``) or ``plates`` (prospective: each round stops after
+        oracle: A registered oracle (:mod:`simulators.registry`): ``sim`` (simulator),
+            ``lab`` (measured data in pool mode, needs ``data``), a plug-in's; or
+            ``plates`` (prospective: each round stops after
             proposing; ``loop.propose`` lays it on plates and ``loop.ingest``
             feeds the readout back; the space comes from ``data`` if given,
             else from the ``world`` preset).
@@ -125,8 +125,10 @@ class RunConfig:
             raise ValueError(f"n_members must be >= 1, got {self.n_members}")
         if self.world not in WORLDS:
             raise ValueError(f"--world must be one of {', '.join(WORLDS)}, got {self.world!r}")
-        if self.oracle not in ORACLES:
-            raise ValueError(f"--oracle must be one of {', '.join(ORACLES)}, got {self.oracle!r}")
+        from simulators.registry import ORACLES
+
+        if self.oracle != "plates" and self.oracle not in ORACLES:
+            raise ValueError(f"--oracle must be one of {', '.join([*ORACLES.names, 'plates'])}, got {self.oracle!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; known: {', '.join(STRATEGIES.names)}")
         if self.model not in MODELS:

@@ -16,6 +16,20 @@ import ray
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def share_plugins(modules: Iterable[object]) -> None:
+    """Ship the code of plug-in files with the objects Ray pickles (a worker cannot import a file by path).
+
+    Modules imported from a ``.py`` path (:func:`experiment_design.registry.load_plugins`) are pickled
+    by value, so an oracle factory or model defined there reaches a Ray actor; an installed module
+    (``mylab.models``) is pickled by reference as usual.
+    """
+    from ray import cloudpickle
+
+    for m in modules:
+        if m.__name__.startswith("cslab_plugin_"):
+            cloudpickle.register_pickle_by_value(m)
+
+
 class OracleFailed(RuntimeError):
     """The oracle kept failing after every retry."""
 

@@ -24,7 +24,7 @@ from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query
 from experiment_design.registry import load_plugins
 from loop import faults
 from loop.config import IDENTITY_KEYS, RunConfig, SettingError, normalise, versions
-from loop.distributed import OracleClient, init_ray, ray_map
+from loop.distributed import OracleClient, init_ray, ray_map, share_plugins
 from loop.heldout import HeldOut
 from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore
@@ -32,37 +32,10 @@ from loop.storage import RunFolderError, atomic_write, clean_temporaries, read_j
 from models.identifiability import score
 from models.registry import MODELS
 from simulators.lab import LabAdapter
-from simulators.lab_formats import read_options
+from simulators.registry import ORACLES
 
 S = RoundStatus
 MAX_ROUNDS = 10_000
-
-
-@dataclasses.dataclass(frozen=True)
-class SimulatorFactory:
-    """Builds the simulator oracle (picklable, for the Ray actor)."""
-
-    world: str
-    seed: int
-    overrides: tuple = ()
-
-    def __call__(self) -> object:
-        """Build the world."""
-        import simulators
-
-        return simulators.make_world(self.world, seed=self.seed, **dict(self.overrides))
-
-
-@dataclasses.dataclass(frozen=True)
-class LabFactory:
-    """Builds the lab data adapter (picklable)."""
-
-    path: str
-    data_mapping: dict = dataclasses.field(default_factory=dict)
-
-    def __call__(self) -> object:
-        """Read the data."""
-        return LabAdapter.from_file(self.path, **read_options(self.data_mapping))
 
 
 class AwaitingReadout(Exception):  # noqa: N818 - a state, not an error
@@ -123,26 +96,21 @@ class Study:
         self._ray_started = False
         self._end_reason = ""
         self.truth = None
-        self._lab: LabAdapter | None = None
+        self._lab: LabAdapter | None = None  # the pool-mode oracle: what is handed out comes from it
         self.features: dict[str, list[str]] = {}  # feature names per modality, where known (readouts must match)
-        load_plugins(config.plugins)  # a plug-in model or strategy registers itself (also in a Ray worker)
-        if config.oracle == "lab":
-            data = LabFactory(config.data, config.data_mapping)
-            self._oracle_factory = oracle_factory or data
-            self._lab = data()
-            self.features = {m: list(d.var_names) for m, d in self._lab.batch.modalities.items()}
-            base_space = self._lab.space
-        elif config.oracle == "plates" and config.data:
-            earlier = LabFactory(config.data, config.data_mapping)()
-            self.features = {m: list(d.var_names) for m, d in earlier.batch.modalities.items()}
-            base_space = dataclasses.replace(earlier.space, pool=())
-        else:
-            sim = SimulatorFactory(config.world, config.seed, tuple(sorted(config.world_overrides.items())))
-            world = sim()
-            self.features = {m: list(v) for m, v in world.var_names.items()}
-            self._oracle_factory = oracle_factory or sim
-            self.truth = world.truth
-            base_space = world.space
+        share_plugins(load_plugins(config.plugins))  # a plug-in registers itself (also in a Ray worker)
+        # A prospective (plates) run has no oracle: its space is the earlier data's (no pool) or the world's.
+        source = ORACLES.get(("lab" if config.data else "sim") if config.oracle == "plates" else config.oracle)
+        factory = source.factory(config)
+        oracle = factory()
+        self._oracle_factory = oracle_factory or factory
+        self.features = {m: list(v) for m, v in oracle.var_names.items()}
+        self.truth = getattr(oracle, "truth", None)
+        base_space = oracle.space
+        if config.oracle == "plates":
+            base_space = dataclasses.replace(base_space, pool=())
+        elif base_space.pool:
+            self._lab = oracle
         self.space = with_costs(base_space, config.costs)
         # Prospective (plates) runs have no oracle to measure stress sets with.
         self.heldout = (

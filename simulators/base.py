@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +47,17 @@ class Oracle(ABC):
     """
 
     space: DesignSpace
+    #: Feature names per modality (what every readout must match).
+    var_names: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def factory(cls, settings: object) -> Callable[[], Oracle]:
+        """A picklable zero-argument builder of this oracle for a run (the loop builds it in a Ray actor).
+
+        Args:
+            settings: The run's settings (``loop.config.RunConfig``: ``world``, ``seed``, ``data``, ...).
+        """
+        raise NotImplementedError(f"{cls.__name__} has no factory(settings); the loop cannot build it")
 
     @abstractmethod
     def measure(self, queries: Sequence[Query], layout: Layout | None = None) -> MeasurementBatch:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiment_design import DEFAULT_ASSAYS, Assay, Context, DesignSpace, MeasurementBatch, Query, Scale, Target, keys
 from experiment_design.perturbation import Perturbation
 from simulators.base import Layout, Oracle
-from simulators.lab_formats import read_measurements
+from simulators.lab_formats import read_measurements, read_options
 from simulators.registry import register
 
 _KNOWN_ASSAYS = {a.name: a for a in DEFAULT_ASSAYS}
@@ -87,6 +88,23 @@ def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
     return space
 
 
+@dataclass(frozen=True)
+class LabFactory:
+    """Builds the lab data adapter of a data file (picklable, for the loop's oracle actor).
+
+    Attributes:
+        path: The data file.
+        data_mapping: How to read it (a run config's ``[data_mapping]``, :func:`read_options`).
+    """
+
+    path: str
+    data_mapping: dict = field(default_factory=dict)
+
+    def __call__(self) -> LabAdapter:
+        """Read the data."""
+        return LabAdapter.from_file(self.path, **read_options(self.data_mapping))
+
+
 @register("lab")
 class LabAdapter(Oracle):
     """Pool-mode oracle over a measured data set.
@@ -108,6 +126,16 @@ class LabAdapter(Oracle):
                     specimens[qid].append(spec)
         self._specimens = {q: sorted(s) for q, s in specimens.items()}
         self._used = set(exclude)
+
+    @classmethod
+    def factory(cls, settings: object) -> LabFactory:
+        """The run's data: ``settings.data`` read with ``settings.data_mapping``."""
+        return LabFactory(str(settings.data), dict(settings.data_mapping))
+
+    @property
+    def var_names(self) -> dict[str, tuple[str, ...]]:
+        """Feature names per modality of the data."""
+        return {m: tuple(d.var_names) for m, d in self.batch.modalities.items()}
 
     @classmethod
     def from_file(

@@ -51,6 +51,27 @@ class QueryState:
     dz_lag: np.ndarray
 
 
+@dataclass(frozen=True)
+class WorldFactory:
+    """Builds a preset world (picklable, for the loop's oracle actor).
+
+    Attributes:
+        world: Preset name.
+        seed: World seed.
+        overrides: ``(field, value)`` pairs of :class:`~simulators.config.WorldConfig`.
+    """
+
+    world: str
+    seed: int
+    overrides: tuple = ()
+
+    def __call__(self) -> CellWorld:
+        """Build the world."""
+        from simulators import make_world
+
+        return make_world(self.world, seed=self.seed, **dict(self.overrides))
+
+
 @register("sim")
 class CellWorld(BaseSimulator):
     """A synthetic world of cells with programs, interventions, contexts and assays.
@@ -68,6 +89,11 @@ class CellWorld(BaseSimulator):
         var_names: Feature names per modality.
 
     """
+
+    @classmethod
+    def factory(cls, settings: object) -> WorldFactory:
+        """The run's world: preset ``settings.world``, seed ``settings.seed``, ``settings.world_overrides``."""
+        return WorldFactory(settings.world, int(settings.seed), tuple(sorted(dict(settings.world_overrides).items())))
 
     def __init__(
         self, preset: str = "default", seed: int = 0, config: WorldConfig | None = None, **overrides: object

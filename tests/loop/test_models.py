@@ -1,13 +1,16 @@
-"""Any model that speaks the protocol runs the loop: the baselines, and a plug-in defined in this file.
+"""Any model or oracle that speaks the protocol runs the loop: the baselines, and plug-ins defined in this file.
 
-``NearestControl`` below is registered from a config file's ``plugins`` list
-(this very file), in a fresh process, with nothing in ``models/`` changed.
+``NearestControl`` (a model) and ``EchoWorld`` (an oracle) below are
+registered from a config file's ``plugins`` list (this very file), in a fresh
+process, with nothing in ``models/`` or ``simulators/`` changed; the oracle
+is built in a Ray actor from this file's code.
 """
 
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +19,15 @@ import pytest
 
 from loop import faults
 from loop.config import RunConfig, normalise
+from loop.ledger import Ledger
 from loop.run import main
 from loop.study import Study
 from models.base import Prediction
 from models.baselines import MeanOfControls
 from models.registry import MODELS
+from simulators import make_world
+from simulators.base import Oracle
+from simulators.registry import ORACLES
 
 FAST = dict(
     world="small", budget=14.0, batch_size=4, n_members=2, initial_size=4, heldout_per_axis=2, time_limit_s=60.0
@@ -38,8 +45,36 @@ class NearestControl(MeanOfControls):
         return pred
 
 
+@dataclass(frozen=True)
+class EchoFactory:
+    """Builds an :class:`EchoWorld` (picklable: the loop builds the oracle in a Ray actor)."""
+
+    world: str
+    seed: int
+
+    def __call__(self) -> "EchoWorld":
+        return EchoWorld(make_world(self.world, seed=self.seed))
+
+
+class EchoWorld(Oracle):
+    """A toy oracle of this test file: passes every query on to a preset world and counts them."""
+
+    def __init__(self, world) -> None:  # noqa: ANN001
+        self.world, self.space, self.var_names, self.truth = world, world.space, world.var_names, world.truth
+        self.calls = 0
+
+    @classmethod
+    def factory(cls, settings) -> EchoFactory:  # noqa: ANN001
+        return EchoFactory(settings.world, int(settings.seed))
+
+    def measure(self, queries, layout=None):  # noqa: ANN001, ANN201
+        self.calls += 1
+        return self.world.measure(queries, layout)
+
+
 if __name__.startswith("cslab_plugin_"):  # imported as a config's plug-in (the subprocess below), not by pytest
     MODELS.register("nearest_control")(NearestControl)
+    ORACLES.register("echo_world")(EchoWorld)
 
 
 def test_older_configs_name_the_model_options_model():
@@ -139,11 +174,12 @@ def test_the_cli_takes_a_model_and_refuses_to_change_it_on_resume(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_a_model_defined_in_a_test_file_runs_from_a_config_file(tmp_path):
+def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp_path, ray_session):
     cfg = tmp_path / "plugin.toml"
     cfg.write_text(
-        f'plugins = ["{Path(__file__).resolve()}"]\nmodel = "nearest_control"\nstrategy = "random"\n'
-        'world = "small"\nbudget = 14.0\nbatch_size = 4\nn_members = 2\ninitial_size = 4\nheldout_per_axis = 2\n'
+        f'plugins = ["{Path(__file__).resolve()}"]\nmodel = "nearest_control"\noracle = "echo_world"\n'
+        'strategy = "random"\nworld = "small"\nbudget = 14.0\nbatch_size = 4\nn_members = 2\ninitial_size = 4\n'
+        "heldout_per_axis = 2\n"
     )
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     out = tmp_path / "run"
@@ -156,15 +192,27 @@ def test_a_model_defined_in_a_test_file_runs_from_a_config_file(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     stored = json.loads((out / "config.json").read_text())["config"]
-    assert stored["model"] == "nearest_control" and stored["plugins"] == [str(Path(__file__).resolve())]
+    assert stored["model"] == "nearest_control" and stored["oracle"] == "echo_world"
+    assert stored["plugins"] == [str(Path(__file__).resolve())]
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert metrics["risk"].notna().all() and (out / "report.html").is_file()
-    # Without the plug-in the name is unknown, and says which names are known.
-    bad = subprocess.run(
-        [sys.executable, "-m", "loop.run", "--model", "nearest_control", "--out", str(tmp_path / "x")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert bad.returncode == 2 and "unknown model 'nearest_control'" in bad.stderr
+    # The echoing oracle measured what the built-in simulator measures: random's design ignores the model.
+    ref = tmp_path / "ref"
+    Study.create(ref, RunConfig(**{**FAST, "model": "mean", "strategy": "random"})).run()
+    mine, theirs = Ledger(out), Ledger(ref)
+    assert mine.rounds() == theirs.rounds()
+    for r in mine.rounds():
+        a, b = mine.read_round(r), theirs.read_round(r)
+        assert a.query_ids == b.query_ids
+        for m in a.modalities:
+            np.testing.assert_array_equal(a.modalities[m].X, b.modalities[m].X)
+    # Without the plug-ins the names are unknown, and the error says which names are known.
+    for flag, name, kind in (("--model", "nearest_control", "model"), ("--oracle", "echo_world", "--oracle")):
+        bad = subprocess.run(
+            [sys.executable, "-m", "loop.run", flag, name, "--out", str(tmp_path / "x")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert bad.returncode == 2 and name in bad.stderr and kind in bad.stderr, bad.stderr

@@ -244,7 +244,7 @@ def test_run_config_carries_the_data_mapping(tmp_path):
         "units": {"copies": "guide"},
     }
     RunConfig(oracle="lab", data=str(path), data_mapping=mapping).validate()
-    from loop.study import LabFactory
+    from simulators.lab import LabFactory
 
     lab = LabFactory(str(path), mapping)()
     assert {t.name: t.kind for t in lab.space.targets} == {"A": "knockdown", "B": "knockdown"}
