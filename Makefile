@@ -16,7 +16,7 @@ test: $(BIN)/python
 	. $(BIN)/activate && pip install -e '.[dev]' && python -m pytest -q
 
 lint: $(BIN)/python
-	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check .
 
 bench: $(BIN)/python
 	$(BIN)/python -m bench

@@ -171,7 +171,7 @@ QUICK_MODEL = {"max_steps": 40, "warm_steps": 20}
 def config_text(quick: bool, batched: bool) -> str:
     """The ``--config`` file of a run: quick sizes, and the earlier per-member fit for the baseline."""
     model = {**(QUICK_MODEL if quick else {}), **({} if batched else {"batched": False})}
-    lines = [QUICK_CONFIG if quick else "", "[model]", *(f"{k} = {json.dumps(v)}" for k, v in model.items())]
+    lines = [QUICK_CONFIG if quick else "", "[model_options]", *(f"{k} = {json.dumps(v)}" for k, v in model.items())]
     return "\n".join(lines) + "\n"
 
 

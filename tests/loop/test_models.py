@@ -125,9 +125,8 @@ def test_a_new_plugin_is_one_file_with_its_decorator(tmp_path, monkeypatch):
         THINGS.get("gadget")
 
 
-@pytest.mark.parametrize("model", ["linear", "additive"])
-def test_a_baseline_runs_the_loop_and_resumes_exactly(model, tmp_path, monkeypatch, ray_session):
-    cfg = RunConfig(**FAST, model=model, strategy="cost_aware", seed=1)
+def test_a_baseline_runs_the_loop_and_resumes_exactly(tmp_path, monkeypatch, ray_session):
+    cfg = RunConfig(**FAST, model="linear", strategy="cost_aware", seed=1)  # every baseline saves the same state
     whole = tmp_path / "whole"
     metrics = Study.create(whole, cfg).run()
     assert metrics["risk"].between(0.0, 1.2).all(), "scored on every round, in baseline units"
