@@ -223,8 +223,8 @@ def normalise(settings: dict) -> dict:
 def check_options(what: str, cls: type, options: dict, fixed: tuple[str, ...]) -> None:
     """Raise ValueError naming options that ``cls`` does not take (or that the run sets itself).
 
-    A class may define ``check_options(options)`` (``csl`` checks its fit settings); otherwise
-    the options must be keyword parameters of its constructor.
+    The options a class takes are its ``option_names()`` where it defines one (``csl``: its fit
+    settings), else the keyword parameters of its constructor.
     """
     import inspect
 
@@ -233,16 +233,16 @@ def check_options(what: str, cls: type, options: dict, fixed: tuple[str, ...]) -
     taken = sorted(set(options) & set(fixed))
     if taken:
         raise ValueError(f"{what}: {', '.join(taken)} is set by the run, not in its options")
-    if hasattr(cls, "check_options"):
-        cls.check_options(options)
-        return
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(set(options) - set(params))
+    if hasattr(cls, "option_names"):
+        known = set(cls.option_names())
+    else:
+        params = inspect.signature(cls).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        known = set(params) - set(fixed)
+    unknown = sorted(set(options) - known)
     if unknown:
-        known = sorted(set(params) - set(fixed))
-        raise ValueError(f"unknown options of {what}: {unknown}; known: {known}")
+        raise ValueError(f"unknown options of {what}: {unknown}; known: {sorted(known)}")
 
 
 def versions() -> dict[str, str]:

@@ -58,12 +58,9 @@ class CSLEnsemble:
         self._nets: list[CSLNetwork] | None = None
 
     @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Raise ValueError naming options that are no :class:`FitConfig` field (the run's model options)."""
-        known = {f.name for f in fields(FitConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
+    def option_names(cls) -> set[str]:
+        """The options a run may give this model (``model_options``): the :class:`FitConfig` fields."""
+        return {f.name for f in fields(FitConfig)}
 
     # ---------------------------------------------------------------- fitting
     def fit(self, data: MeasurementBatch | WellData, map_fn: Callable = map) -> dict:

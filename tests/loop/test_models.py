@@ -89,7 +89,7 @@ def test_older_configs_name_the_model_options_model():
     ("settings", "message"),
     [
         ({"model": "gpt"}, "unknown model 'gpt'; known: additive, csl, linear, mean"),
-        ({"model_options": {"max_stepz": 1}}, "unknown model settings ['max_stepz']"),
+        ({"model_options": {"max_stepz": 1}}, "unknown options of model 'csl': ['max_stepz']"),
         ({"model": "linear", "model_options": {"bandwidth": 0.1}}, "unknown options of model 'linear': ['bandwidth']"),
         ({"model": "linear", "model_options": {"seed": 1}}, "seed is set by the run"),
         ({"strategy": "cost_aware", "strategy_options": {"bass": "nipv"}}, "unknown options of strategy 'cost_aware'"),

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from csl_fakes import tiny_space
+from csl_fakes import specimen_obs, tiny_space
 
-from experiment_design import MeasurementBatch, ModalityData, Perturbation, Query, keys
+from experiment_design import MeasurementBatch, ModalityData, Perturbation, Query
 from models.base import PROGRAMS
 from models.baselines import AdditiveModel, LinearModel, MeanOfControls
 from models.evaluation import evaluate
@@ -22,32 +22,10 @@ def molecular_batch(
 ) -> MeasurementBatch:
     """A ``molecular`` batch whose specimens read ``f(q)`` (+ Gaussian noise), one row per specimen."""
     rng = np.random.default_rng(seed)
-    rows, X = [], []
-    for q in queries:
-        for r in range(replicates):
-            rows.append(
-                {
-                    keys.QUERY_ID: q.query_id,
-                    keys.PERTURBATION: q.perturbation.label,
-                    keys.DOSE_VALUE: q.perturbation.dose_label,
-                    keys.DOSE_UNIT: "uM",
-                    keys.TIME: q.time_h,
-                    keys.TIME_UNIT: "h",
-                    keys.CELL_LINE: q.context.cell_line,
-                    keys.SITE: q.context.site,
-                    keys.BATCH: "b0",
-                    keys.ASSAY: q.assay,
-                    keys.MODALITY: "molecular",
-                    keys.REPLICATE: r,
-                    keys.SPECIMEN: f"{q.query_id}:{r}",
-                    keys.UNIT: 0,
-                    keys.PLATE: "P1",
-                    keys.WELL: "B02",
-                }
-            )
-            X.append(f(q) + noise * rng.normal(size=F))
-    X = np.array(X).reshape(-1, F)
-    return MeasurementBatch({"molecular": ModalityData(pd.DataFrame(rows), X, ("P0", "P1", "P2"))})
+    obs = [specimen_obs(q, r, "molecular") for q in queries for r in range(replicates)]
+    X = np.array([f(q) + noise * rng.normal(size=F) for q in queries for _ in range(replicates)]).reshape(-1, F)
+    frame = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame()
+    return MeasurementBatch({"molecular": ModalityData(frame, X, ("P0", "P1", "P2"))})
 
 
 def q(targets=(), doses=(), time_h=24.0, ctx=0) -> Query:
