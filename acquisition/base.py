@@ -12,9 +12,13 @@ Contract
 * deterministic given the model state, the ledger and the generator's state:
   what it proposes is set by counts (pool size, chunks, greedy steps), never
   by the clock;
-* returns within ``time_limit_s`` (best found so far), a safety net that sets
-  :attr:`Strategy.truncated` when it binds (then, and only then, the batch may
-  depend on the machine's speed).
+* returns within ``time_limit_s`` (best found so far), a safety net; a
+  :class:`Proposal` says when it bound (``truncated``: then, and only then, the
+  batch may depend on the machine's speed).
+
+``propose`` returns a :class:`Proposal`: the queries (it is a list) and the
+strategy's diagnostics about them. The loop reads the diagnostics from it,
+never from the strategy object.
 
 ``model`` may be ``None`` for baselines that ignore it (``random``,
 ``sobol``, ``dose_grid``); ``ledger`` is every observation so far (``None`` or
@@ -34,6 +38,30 @@ from experiment_design import DesignSpace, MeasurementBatch, Query
 DEFAULT_TIME_LIMIT_S = 300.0
 
 
+class Proposal(list):
+    """One proposal: the queries (a ``list`` of :class:`Query`) and what the strategy reports about them.
+
+    Args:
+        queries: The proposed queries, in order.
+        diagnostics: Named facts about this proposal (``{"truncated": True}`` when the time
+            limit shaped it); the loop stores ``truncated`` as ``acquire_truncated``.
+    """
+
+    def __init__(self, queries: Sequence[Query] = (), diagnostics: dict | None = None) -> None:
+        super().__init__(queries)
+        self.diagnostics = dict(diagnostics or {})
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the time limit cut this proposal short (it may then differ on another machine)."""
+        return bool(self.diagnostics.get("truncated", False))
+
+    @classmethod
+    def of(cls, queries: Sequence[Query]) -> Proposal:
+        """``queries`` as a proposal (unchanged if it is one): a plain list has no diagnostics."""
+        return queries if isinstance(queries, Proposal) else cls(queries)
+
+
 class Strategy(ABC):
     """Base class of every acquisition strategy.
 
@@ -44,8 +72,6 @@ class Strategy(ABC):
 
     #: Whether ``propose`` needs a fitted model.
     needs_model: bool = False
-    #: Whether the last ``propose`` was cut short by its time limit (then it depends on machine speed).
-    truncated: bool = False
 
     def __init__(self, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> None:
         self.time_limit_s = time_limit_s
@@ -59,8 +85,8 @@ class Strategy(ABC):
         q: int,
         budget_left: float,
         rng: np.random.Generator,
-    ) -> list[Query]:
-        """Propose up to ``q`` queries costing at most ``budget_left``."""
+    ) -> Proposal | list[Query]:
+        """Propose up to ``q`` queries costing at most ``budget_left`` (a :class:`Proposal`, or a plain list)."""
 
     @staticmethod
     def fit_budget(queries: Sequence[Query], space: DesignSpace, budget_left: float) -> list[Query]:

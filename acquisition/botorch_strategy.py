@@ -15,8 +15,9 @@ The base
    sum of its points' values) is scored once and the gains reused;
 4. what it proposes is set by counts (pool size, chunks, greedy steps); the
    time limit is only a safety net, far above what a proposal takes, that
-   flags :attr:`truncated` when it binds: the pool is drawn in blocks until 20 % of the
-   limit, set-up (prediction, surrogate fit) stops at 50 %, the pool is scored in chunks in a seeded random
+   marks the :class:`~acquisition.base.Proposal` ``truncated`` when it binds:
+   the pool is drawn in blocks until 20 % of the limit, set-up (prediction,
+   surrogate fit) stops at 50 %, the pool is scored in chunks in a seeded random
    order and a step that runs out of time uses the best chunk scores found so
    far; once the limit is reached the batch is filled from the last scores.
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
 
-from acquisition.base import DEFAULT_TIME_LIMIT_S, Strategy
+from acquisition.base import DEFAULT_TIME_LIMIT_S, Proposal, Strategy
 from acquisition.readouts import build_pool_model, pool_positions
 from experiment_design import DesignSpace, MeasurementBatch, Query
 
@@ -147,7 +148,7 @@ class BotorchStrategy(Strategy):
         q: int,
         budget_left: float,
         rng: np.random.Generator,
-    ) -> list[Query]:
+    ) -> Proposal:
         """Propose up to ``q`` queries costing at most ``budget_left`` (see :mod:`acquisition.base`).
 
         Raises:
@@ -160,11 +161,10 @@ class BotorchStrategy(Strategy):
             raise ValueError(f"{name}: needs a fitted model, got None")
         if q < 0:
             raise ValueError(f"{name}: q must be >= 0, got {q}")
-        self.truncated = False
         pool = self.candidate_pool(space, rng, budget_left, start + POOL_SHARE * self.time_limit_s)
-        self.truncated = time.monotonic() > start + POOL_SHARE * self.time_limit_s
+        truncated = time.monotonic() > start + POOL_SHARE * self.time_limit_s
         if q == 0 or not pool.queries:
-            return []
+            return Proposal([], {"truncated": truncated})
         deadline = start + SCORE_SHARE * self.time_limit_s
         spend, slot_price = budget_left, 0.0
         if self.pace is not None:
@@ -175,8 +175,8 @@ class BotorchStrategy(Strategy):
             acqf, pool = self._acqf(model, space, pool, ledger, rng, start + SETUP_SHARE * self.time_limit_s)
             chosen = self._greedy(acqf, pool, q, spend, rng, deadline, slot_price)
         # The time limit shaped this proposal (pool, set-up or scoring cut short): it may differ on another machine.
-        self.truncated = self.truncated or len(pool.queries) < n_drawn or time.monotonic() > deadline
-        return [pool.queries[i] for i in chosen]
+        truncated = truncated or len(pool.queries) < n_drawn or time.monotonic() > deadline
+        return Proposal([pool.queries[i] for i in chosen], {"truncated": truncated})
 
     def candidate_pool(
         self, space: DesignSpace, rng: np.random.Generator, budget_left: float, deadline: float = float("inf")

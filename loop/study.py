@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acquisition.base import Proposal
 from acquisition.registry import STRATEGIES
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
 from experiment_design.registry import load_plugins
@@ -312,6 +313,7 @@ class Study:
         left = self.config.budget - self.spent(r - 1)
         rng = round_rng(self.config.seed, r)
         used = self._used_specimens(r - 1) if self._lab is not None else set()  # pool mode: what is handed out
+        truncated = False  # the initial design is counts only
         if r == 0:
             queries = self._initial_design(min(left, self.config.initial_budget_fraction * self.config.budget), rng)
         else:
@@ -323,7 +325,8 @@ class Study:
             if self._lab is not None and not space.pool:
                 self._end_reason = "every stored specimen measured"
                 return False
-            queries = self.strategy.propose(self.model, space, ledger, self.config.batch_size, left, rng)
+            proposal = Proposal.of(self.strategy.propose(self.model, space, ledger, self.config.batch_size, left, rng))
+            truncated, queries = proposal.truncated, list(proposal)
         if self.heldout is not None:
             queries = [q for q in queries if not self.heldout.blocked(q)]
         if self._lab is not None:
@@ -342,7 +345,6 @@ class Study:
         if cost > left + 1e-9:
             raise RuntimeError(f"strategy {self.config.strategy} proposed cost {cost:.2f} > budget left {left:.2f}")
         self.store.write_proposal(r, queries, self.space)
-        truncated = r > 0 and bool(self.strategy.truncated)
         self.store.write_status(r, S.PROPOSED, acquire_s=time.perf_counter() - t0, acquire_truncated=truncated)
         faults.checkpoint(r, "proposed")
         return True

@@ -56,4 +56,4 @@ def test_the_ceiling_proposes_a_valid_batch_within_the_round_budget(fitted_small
     assert 1 <= len(queries) <= 8 and len({q.query_id for q in queries}) == len(queries)
     for q in queries:
         space.validate(q)
-    assert space.cost(queries) <= 30.0 + 1e-9 and not strategy.truncated
+    assert space.cost(queries) <= 30.0 + 1e-9 and not queries.truncated

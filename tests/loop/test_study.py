@@ -283,3 +283,14 @@ def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):
     assert [k for k in idle if idle[k] != busy[k]] == []
     metrics = pd.read_parquet(tmp_path / "busy" / "metrics.parquet")
     assert not metrics["acquire_truncated"].any()
+
+
+def test_a_truncated_proposal_is_recorded_from_the_proposal(tmp_path, ray_session):
+    from acquisition.base import Proposal
+
+    study = Study.create(tmp_path / "run", _config(strategy="random", seed=3, budget=8.0))
+    plain = study.strategy.propose
+    study.strategy.propose = lambda *a, **k: Proposal(plain(*a, **k), {"truncated": True})
+    metrics = study.run()
+    assert len(metrics) >= 2
+    assert list(metrics["acquire_truncated"]) == [False] + [True] * (len(metrics) - 1), "round 0 is counts only"
