@@ -1,9 +1,9 @@
 """Suite-wide settings: the longest test files are collected first.
 
-The suite runs in parallel (``pytest-xdist``, one worker per core, each file on one worker:
-``addopts`` in ``pyproject.toml``). Files are handed to workers in collection order, so the
-few long ones go first and the many short ones fill in behind them, instead of one long
-file running alone at the end.
+The suite runs in parallel (``pytest-xdist``, one worker per core, each file on one worker;
+``addopts`` in ``pyproject.toml``). With ``--no-loadscope-reorder`` files are handed to workers
+in collection order (not xdist's most-tests-first order), so the few long ones go first and
+the many short ones fill in behind them, instead of one long file running alone at the end.
 """
 
 #: Test files that take tens of seconds each (real runs, subprocesses, clusters), longest first.
