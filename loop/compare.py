@@ -37,6 +37,7 @@ import pandas as pd
 from loop.config import IDENTITY_KEYS, RunConfig, normalise
 from loop.remote import WorkingCopy, display, join, working_copy
 from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame, scored_results
+from loop.rounds import RoundStore, is_run_folder
 from loop.stats import REFERENCE, headline, headline_frame, model_ranking
 from loop.storage import read_json, write_bytes, write_json, write_table
 
@@ -110,8 +111,8 @@ def plan(
         model = {} if m is None else {"model": m, "model_options": base.model_options if m == base.model else {}}
         cfg = RunConfig.from_dict({**base.to_dict(), "strategy": s, "seed": k, **model}).to_dict()
         root = Path(out) / "runs" / f"{m + '-' if m else ''}{s}-seed{k}"
-        if (root / "config.json").is_file():
-            stored = {**RunConfig().to_dict(), **normalise(read_json(root / "config.json").get("config", {}))}
+        if is_run_folder(root):
+            stored = {**RunConfig().to_dict(), **normalise(read_json(RoundStore(root).config_path).get("config", {}))}
             bad = [key for key in IDENTITY_KEYS if stored.get(key) != cfg[key]]
             if bad:
                 raise ValueError(
@@ -125,7 +126,7 @@ def plan(
 
 def is_finished(root: Path) -> bool:
     """True when the run ended normally here before (``status.json``) or has spent its budget."""
-    if not (root / "config.json").is_file() or not (root / "metrics.parquet").is_file():
+    if not is_run_folder(root) or not RoundStore(root).metrics_path.is_file():
         return False
     return load_run(root).finished
 
@@ -162,7 +163,7 @@ def run_one(spec: RunSpec, prepare: Callable[[object], None] | None = None) -> d
     torch.set_num_threads(1)
     with working_copy(spec.location or spec.root) as copy:
         kwargs = {"local_oracle": True, "fit_map": map, "save": copy.save}
-        if (copy.folder / "config.json").is_file():
+        if is_run_folder(copy.folder):
             study = Study.open(copy.folder, expect=spec.config, **kwargs)
         else:
             study = Study.create(copy.folder, RunConfig.from_dict(spec.config), **kwargs)

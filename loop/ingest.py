@@ -119,7 +119,7 @@ def ingest(run: str | Path, readout: str | Path, allow_missing: bool = False) ->
     layout = PlateLayout.from_table(read_table(lp).to_pandas(), round_index=r)
     from experiment_design import DesignSpace
 
-    config = read_json(run / "config.json")
+    config = read_json(RoundStore(run).config_path)
     space = DesignSpace.from_dict(config["space"])
     df = read_readout(path)
     features = known_features(ledger) or {m: tuple(v) for m, v in config.get("features", {}).items()}

@@ -23,8 +23,8 @@ from loop.storage import TMP_MARK, read_json, write_table
 
 
 def layout_path(run: Path, r: int) -> Path:
-    """Where the full layout table of round r is stored."""
-    return Path(run) / "plates" / f"round-{r:04d}" / "layout.parquet"
+    """Where the full layout table of round r is stored (:meth:`RoundStore.layout_path`)."""
+    return RoundStore(run).layout_path(r)
 
 
 def pending_round(store: RoundStore) -> int:
@@ -61,7 +61,7 @@ def propose(
 
     run = Path(run)
     store = RoundStore(run)
-    cfg = read_json(run / "config.json")
+    cfg = read_json(store.config_path)
     space = DesignSpace.from_dict(cfg["space"])
     r = pending_round(store)
     seed = cfg["config"]["seed"] if seed is None else seed

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from experiment_design import DesignSpace, GroundTruth, Perturbation, Query
+from loop.rounds import RoundStore
 
 if TYPE_CHECKING:
     from loop.report import RunData
@@ -95,7 +96,7 @@ def _load(run: RunData) -> tuple[object, GroundTruth, DesignSpace]:
     cfg = run.config["config"]
     if cfg.get("oracle", "sim") != "sim":
         raise RecoveryUnavailable("lab data has no ground truth")
-    ckpts = sorted((run.root / "checkpoints").glob("model-*.pt"))
+    ckpts = RoundStore(run.root).model_paths()
     if not ckpts:
         raise RecoveryUnavailable("no model checkpoint in checkpoints/")
     try:

@@ -25,7 +25,7 @@ import pandas as pd
 from experiment_design import DesignSpace, Perturbation
 from loop import plots
 from loop.recovery import Recovery, RecoveryUnavailable, checkpoint_recovery
-from loop.rounds import RoundStore
+from loop.rounds import RoundStore, is_run_folder
 from loop.stats import REFERENCE, budget_to_reach, headline, headline_frame, model_ranking
 from loop.storage import read_json, write_bytes
 
@@ -139,10 +139,10 @@ def load_run(root: str | Path, completed: bool | None = None) -> RunData:
         ValueError: If ``root`` has no ``config.json``.
     """
     root = Path(root)
-    if not (root / "config.json").is_file():
+    if not is_run_folder(root):
         raise ValueError(f"{root}: no config.json; not a cslab run folder")
     store = RoundStore(root)
-    paths = sorted((root / "proposals").glob("round-*.parquet"))
+    paths = store.proposal_paths()
     props = (
         pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
         if paths
@@ -154,7 +154,7 @@ def load_run(root: str | Path, completed: bool | None = None) -> RunData:
     error = outcome.get("error", "unknown error") if outcome.get("status") == "failed" else None
     if store.failed_path.is_file():
         error = read_json(store.failed_path).get("error", "unknown error")
-    return RunData(root, read_json(root / "config.json"), store.read_metrics(), props, completed, error)
+    return RunData(root, read_json(store.config_path), store.read_metrics(), props, completed, error)
 
 
 def find_runs(folder: str | Path) -> list[Path]:
@@ -164,9 +164,9 @@ def find_runs(folder: str | Path) -> list[Path]:
         ValueError: If there is no run there.
     """
     folder = Path(folder)
-    if (folder / "config.json").is_file():
+    if is_run_folder(folder):
         return [folder]
-    runs = sorted(p for p in (folder / "runs").glob("*") if (p / "config.json").is_file())
+    runs = sorted(p for p in (folder / "runs").glob("*") if is_run_folder(p))
     if not runs:
         raise ValueError(f"{folder}: neither a run folder (config.json) nor a study folder (runs/*/config.json)")
     return runs

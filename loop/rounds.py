@@ -51,8 +51,17 @@ class RoundStatus(IntEnum):
     SCORED = 4
 
 
+#: The file that makes a folder a cslab run folder (settings, space, features, versions).
+CONFIG_FILE = "config.json"
+
+
+def is_run_folder(root: str | Path) -> bool:
+    """True when ``root`` holds a run's ``config.json``."""
+    return (Path(root) / CONFIG_FILE).is_file()
+
+
 class RoundStore:
-    """Reads and writes the per-round files of a run folder.
+    """Reads and writes the per-round files of a run folder: the one place that knows its layout.
 
     Args:
         root: The run folder.
@@ -60,6 +69,32 @@ class RoundStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    @property
+    def config_path(self) -> Path:
+        """``config.json``."""
+        return self.root / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        """``metrics.parquet``: one row per scored round."""
+        return self.root / "metrics.parquet"
+
+    def plate_dir(self, r: int) -> Path:
+        """``plates/round-NNNN/``: the plate files of round r (``loop.propose``)."""
+        return self.root / "plates" / f"round-{r:04d}"
+
+    def layout_path(self, r: int) -> Path:
+        """``plates/round-NNNN/layout.parquet``: the full layout table of round r."""
+        return self.plate_dir(r) / "layout.parquet"
+
+    def proposal_paths(self) -> list[Path]:
+        """Every ``proposals/round-NNNN.parquet``, in round order."""
+        return sorted((self.root / "proposals").glob("round-*.parquet"))
+
+    def model_paths(self) -> list[Path]:
+        """Every ``checkpoints/model-NNNN.pt``, in round order."""
+        return sorted((self.root / "checkpoints").glob("model-*.pt"))
 
     @property
     def finished_path(self) -> Path:
@@ -158,7 +193,7 @@ class RoundStore:
     # -------------------------------------------------------------- metrics
     def read_metrics(self) -> pd.DataFrame:
         """metrics.parquet, or an empty frame."""
-        path = self.root / "metrics.parquet"
+        path = self.metrics_path
         return read_table(path).to_pandas() if path.is_file() else pd.DataFrame(columns=list(METRIC_COLUMNS))
 
     def write_metric_row(self, row: dict) -> pd.DataFrame:
@@ -177,5 +212,5 @@ class RoundStore:
             if c not in ("round", "n_queries", "round_queries", "acquire_truncated"):
                 df[c] = df[c].astype(float)
         df["round"] = df["round"].astype(np.int64)
-        write_table(self.root / "metrics.parquet", df)
+        write_table(self.metrics_path, df)
         return df

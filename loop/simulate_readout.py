@@ -20,7 +20,7 @@ import simulators
 from experiment_design.plate_layout import PlateLayout
 from loop.ingest import readout_table
 from loop.propose import layout_path, pending_round
-from loop.rounds import RoundStore
+from loop.rounds import RoundStore, is_run_folder
 from loop.storage import atomic_write, read_json, read_table
 
 
@@ -36,9 +36,9 @@ def simulate_readout(run: str | Path, out: str | Path) -> tuple[Path, int]:
     run, out = Path(run), Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: use a .csv or .parquet file name")
-    if not (run / "config.json").is_file():
+    if not is_run_folder(run):
         raise ValueError(f"--run {run}: no config.json; not a cslab run folder")
-    config = read_json(run / "config.json")["config"]
+    config = read_json(RoundStore(run).config_path)["config"]
     if config.get("data"):
         raise ValueError(
             f"--run {run}: its design space comes from --data {config['data']}; there is no world to "

@@ -28,7 +28,7 @@ from loop.config import IDENTITY_KEYS, RunConfig, SettingError, normalise, versi
 from loop.distributed import OracleClient, init_ray, ray_map, share_plugins
 from loop.heldout import HeldOut
 from loop.ledger import Ledger
-from loop.rounds import RoundStatus, RoundStore
+from loop.rounds import RoundStatus, RoundStore, is_run_folder
 from loop.storage import RunFolderError, atomic_write, clean_temporaries, read_json, write_json
 from models.identifiability import score
 from models.registry import MODELS
@@ -136,7 +136,7 @@ class Study:
         """
         root = Path(root)
         if root.exists() and any(root.iterdir()):
-            hint = " (it is a cslab run: use --resume)" if (root / "config.json").exists() else ""
+            hint = " (it is a cslab run: use --resume)" if is_run_folder(root) else ""
             raise RunFolderError(f"{root} exists and is not empty{hint}; refusing to overwrite")
         config.validate()
         study = cls(root, config, **kwargs)
@@ -145,7 +145,7 @@ class Study:
         if bad and not study.space.pool:
             raise ValueError(f"initial_controls_h {bad} lie outside the time range [{lo}, {hi}] h")
         write_json(
-            root / "config.json",
+            study.store.config_path,
             {
                 "config": config.to_dict(),
                 "space": study.space.to_dict(),
@@ -172,7 +172,7 @@ class Study:
             RunFolderError: Missing or corrupt config, or a mismatch.
         """
         root = Path(root)
-        cfg_path = root / "config.json"
+        cfg_path = RoundStore(root).config_path
         if not cfg_path.is_file():
             raise RunFolderError(f"{root}: no config.json; not a cslab run folder (or it was never started)")
         try:
