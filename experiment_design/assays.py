@@ -11,13 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-#: Modality names (the keys of ``MeasurementBatch.modalities``).
-RNA = "rna"
-ADT = "adt"
-MORPHOLOGY = "morphology"
-MOLECULAR = "molecular"
-SPATIAL = "spatial"
-MODALITIES = (RNA, ADT, MORPHOLOGY, MOLECULAR, SPATIAL)
+from experiment_design.modalities import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL, modality_names
+
+__all__ = ["ADT", "DEFAULT_ASSAYS", "MOLECULAR", "MORPHOLOGY", "RNA", "SPATIAL", "Assay", "Scale"]
 
 
 class Scale(str, Enum):
@@ -53,9 +49,10 @@ class Assay:
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "units", tuple(int(u) for u in self.units))
         object.__setattr__(self, "scale", Scale(self.scale))
-        unknown = [m for m in self.modalities if m not in MODALITIES]
+        known = modality_names()
+        unknown = [m for m in self.modalities if m not in known]
         if unknown or not self.modalities:
-            raise ValueError(f"Assay {self.name!r}: unknown modalities {unknown}; known {MODALITIES}")
+            raise ValueError(f"Assay {self.name!r}: unknown modalities {unknown}; known {list(known)}")
         if len(self.units) != len(self.modalities) or min(self.units) < 1:
             raise ValueError(f"Assay {self.name!r}: need one positive unit count per modality")
         if not self.cost > 0:

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from experiment_design import MeasurementBatch, ModalityData, Perturbation, keys
-from experiment_design.assays import MODALITIES
+from experiment_design.modalities import is_counts, modality_names
 from experiment_design.plate_layout import EMPTY, PlateLayout, row_query
 from loop.ledger import Ledger
 from loop.propose import layout_path, pending_round
 from loop.rounds import RoundStatus, RoundStore
 from loop.storage import read_json, read_table
-from simulators.lab_formats import COUNT_MODALITIES, DataFormatError
+from simulators.lab_formats import DataFormatError
 from simulators.obs import specimen_meta
 
 CHECKED_META = (
@@ -253,7 +253,7 @@ def _modalities(df: pd.DataFrame, path: Path, rows: list, space: object) -> list
             raise ReadoutError(
                 f"{path}: row {i + 2}: assay {q.assay} measures {list(assay_mods)}; add a modality column"
             )
-        if mod not in MODALITIES:
+        if mod not in modality_names():
             raise ReadoutError(f"{path}: row {i + 2}: unknown modality {mod!r}")
         out.append(mod)
     return out
@@ -281,13 +281,13 @@ def _numbers(block: pd.DataFrame, path: Path, idx: list[int], mod: str) -> np.nd
         raise ReadoutError(
             f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {_shown(block.iloc[i, j])} is not a finite number"
         )
-    if mod in COUNT_MODALITIES and (X < 0).any():
+    if is_counts(mod) and (X < 0).any():
         i, j = np.argwhere(X < 0)[0]
         raise ReadoutError(
             f"{path}: row {idx[i] + 2}, column {block.columns[j]}: negative count {X[i, j]:g}; "
             f"{mod} counts must be >= 0"
         )
-    if mod in COUNT_MODALITIES and (X != np.round(X)).any():
+    if is_counts(mod) and (X != np.round(X)).any():
         i, j = np.argwhere(X != np.round(X))[0]
         raise ReadoutError(
             f"{path}: row {idx[i] + 2}, column {block.columns[j]}: {X[i, j]:g} is not a whole count; "

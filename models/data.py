@@ -20,11 +20,8 @@ import pandas as pd
 import torch
 
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
-from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
-
-#: Modalities observed as counts (summed per specimen) vs continuous (averaged).
-COUNT_MODALITIES = (RNA, ADT, SPATIAL)
-CONTINUOUS_MODALITIES = (MORPHOLOGY, MOLECULAR)
+from experiment_design.assays import RNA, SPATIAL
+from experiment_design.modalities import is_counts
 
 
 @dataclass
@@ -267,9 +264,10 @@ def build_well_data(space: DesignSpace, data: MeasurementBatch) -> WellData:
         sums = np.zeros((W, X.shape[1]))
         np.add.at(sums, codes, X)
         n = np.bincount(codes, minlength=W).astype(np.float64)
-        y = sums if name in COUNT_MODALITIES else sums / n[:, None]
+        counts = is_counts(name)  # counts are summed per specimen, continuous values averaged
+        y = sums if counts else sums / n[:, None]
         sem2 = np.zeros_like(y)
-        if name not in COUNT_MODALITIES:
+        if not counts:
             sq = np.zeros_like(sums)
             np.add.at(sq, codes, X**2)
             var = np.maximum(sq / n[:, None] - y**2, 0.0) * (n / np.maximum(n - 1, 1))[:, None]

@@ -52,20 +52,14 @@ import pandas as pd
 from scipy.stats import norm
 
 from experiment_design import Context, DesignSpace, MeasurementBatch, Perturbation, Query, keys
-from experiment_design.assays import ADT, MODALITIES, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
+from experiment_design.assays import RNA, SPATIAL
+from experiment_design.modalities import axis_modalities
 from experiment_design.splits import queries_of_obs
 from models.base import PROGRAMS
 from models.metrics import STANDARD, standard_metrics
 from models.readouts import ObservedReadout, de_agreement, observed_readout, program_activity
 
 AXES = ("modality", "scale", "context", "intervention")
-#: Modalities scored on each axis (the predicted side of a translation).
-AXIS_MODALITIES = {
-    "modality": (ADT, MORPHOLOGY, MOLECULAR),
-    "scale": (SPATIAL,),
-    "context": MODALITIES,
-    "intervention": MODALITIES,
-}
 
 
 # ------------------------------------------------------------------ calibration
@@ -301,7 +295,7 @@ def evaluate(
         axis = key.split("/")[0]
         if axis not in AXES:
             raise ValueError(f"evaluate: held-out key {key!r} names no axis; use one of {AXES} or '<axis>/<name>'")
-        mods = [m for m in batch.modalities if m in AXIS_MODALITIES[axis]]
+        mods = [m for m in batch.modalities if m in axis_modalities(axis)]  # the predicted side, per descriptor
         if not mods:
             continue
         obs_all = pd.concat([batch.modalities[m].obs for m in batch.modalities], ignore_index=True)

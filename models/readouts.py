@@ -26,10 +26,8 @@ import numpy as np
 import pandas as pd
 
 from experiment_design import MeasurementBatch, keys
-from experiment_design.assays import ADT, RNA, SPATIAL
+from experiment_design.modalities import modality_spec
 
-#: Modalities observed as counts, readout on a log scale.
-LOG_CP10K = (RNA, SPATIAL)
 PSEUDOCOUNT = 0.5
 
 
@@ -64,10 +62,11 @@ def specimen_readout(modality: str, X: np.ndarray, n_units: np.ndarray) -> np.nd
 
     """
     X = np.asarray(X, dtype=float)
-    if modality in LOG_CP10K:
+    readout = modality_spec(modality).readout
+    if readout == "log_cp10k":
         lib = X.sum(axis=1, keepdims=True) + PSEUDOCOUNT * X.shape[1]
         return np.log(1e4 * (X + PSEUDOCOUNT) / lib)
-    if modality == ADT:
+    if readout == "log_per_unit":
         return np.log((X + PSEUDOCOUNT) / np.asarray(n_units, dtype=float)[:, None])
     return X
 
@@ -94,7 +93,7 @@ def observed_readout(batch: MeasurementBatch, modality: str) -> ObservedReadout:
     sums = np.zeros((W, X.shape[1]))
     np.add.at(sums, codes, X)
     n = np.bincount(codes, minlength=W).astype(float)
-    agg = sums if modality in (*LOG_CP10K, ADT) else sums / n[:, None]
+    agg = sums if modality_spec(modality).is_counts else sums / n[:, None]
     r = specimen_readout(modality, agg, n)
     spec_q = obs[keys.QUERY_ID].astype(str).to_numpy()[pd.Series(np.arange(len(obs))).groupby(codes).first()]
     qcodes, qids = pd.factorize(spec_q, sort=False)

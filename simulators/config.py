@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from experiment_design import DEFAULT_ASSAYS, Assay
-from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
 
 
 @dataclass(frozen=True)
@@ -86,13 +85,9 @@ class WorldConfig:
 
     def assays(self) -> tuple[Assay, ...]:
         """The default assay catalogue with this world's unit counts and costs."""
-        units = {
-            RNA: self.cells_per_well,
-            ADT: self.cells_per_well,
-            MORPHOLOGY: self.morph_cells_per_well,
-            MOLECULAR: 1,
-            SPATIAL: self.spots_per_patch,
-        }
+        from simulators.operators import OPERATORS  # the operators import the parameters, which import this module
+
+        units = {m: op.units(self) for m, op in OPERATORS.items()}
         return tuple(
             Assay(
                 a.name,

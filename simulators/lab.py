@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiment_design import DEFAULT_ASSAYS, Assay, Context, DesignSpace, MeasurementBatch, Query, Scale, Target, keys
+from experiment_design.modalities import modality_spec
 from experiment_design.perturbation import Perturbation
 from simulators.base import Layout, Oracle
 from simulators.lab_formats import read_measurements, read_options
@@ -54,7 +55,8 @@ def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
             assays.append(known)
         else:
             order = sorted(mods)
-            scale = Scale.TISSUE if "spatial" in mods else Scale.MOLECULAR if mods == {"molecular"} else Scale.CELLULAR
+            levels = {modality_spec(m).level for m in mods}
+            scale = Scale.TISSUE if "spot" in levels else Scale.MOLECULAR if levels == {"well"} else Scale.CELLULAR
             assays.append(Assay(name, tuple(order), scale, 1.0, tuple(assay_units[name][m] for m in order)))
     qs = list(conditions.values())
     doses: dict[str, list[float]] = {"compound": [], "knockdown": []}

@@ -59,11 +59,10 @@ import numpy as np
 import pandas as pd
 
 from experiment_design import Context, MeasurementBatch, ModalityData, Perturbation, Query, keys
-from experiment_design.assays import MODALITIES
+from experiment_design.modalities import is_counts, modality_names
 
 #: Columns every file needs (``dose_value`` may be absent for guide-level genetic screens).
 REQUIRED = (keys.PERTURBATION, keys.TIME, keys.CELL_LINE)
-COUNT_MODALITIES = ("rna", "adt", "spatial")
 COMBO_COLUMNS = ("drug1", "drug2", "conc1", "conc2", "response")
 #: Concentration units (lower case) → factor to µM.
 CONCENTRATION_UNITS = {
@@ -280,7 +279,7 @@ def _read_h5ad(path: Path, units: dict[str, str] | None = None) -> MeasurementBa
         obs = a.obs.reset_index(drop=True).copy()
         default = f.name[len(path.name[: -len(".h5ad")]) + 1 : -len(".h5ad")] if f != path else "rna"
         mod = str(obs[keys.MODALITY].iloc[0]) if keys.MODALITY in obs and len(obs) else default
-        X = _count_matrix(a) if mod in COUNT_MODALITIES else _dense(a.X)
+        X = _count_matrix(a) if mod in modality_names() and is_counts(mod) else _dense(a.X)
         df = pd.concat([obs, pd.DataFrame(X, columns=list(map(str, a.var_names)))], axis=1)
         parts.append(table_to_batch(df, f, mod, features=list(map(str, a.var_names)), unit_map=units))
     return MeasurementBatch.concat(parts)
@@ -412,8 +411,8 @@ def table_to_batch(
     mods = df[keys.MODALITY].astype(str) if keys.MODALITY in df else pd.Series(modality, index=df.index)
     parts = []
     for mod in pd.unique(mods):
-        if mod not in MODALITIES:
-            raise DataFormatError(f"{path}: unknown modality {mod!r}; accepted: {list(MODALITIES)}")
+        if mod not in modality_names():
+            raise DataFormatError(f"{path}: unknown modality {mod!r}; accepted: {list(modality_names())}")
         sub = df[mods == mod]
         parts.append(_modality(sub, path, mod, features, unit_map))
     return MeasurementBatch({m.obs[keys.MODALITY].iloc[0]: m for m in parts})
@@ -429,14 +428,14 @@ def _modality(
         raw = df[features[j]].iloc[i]
         what = "missing (empty or NaN)" if pd.isna(raw) else f"{str(raw)!r} is not a finite number"
         raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: {what}")
-    if mod in COUNT_MODALITIES and (values < 0).any():
+    if is_counts(mod) and (values < 0).any():
         i, j = np.argwhere(values < 0)[0]
         raise DataFormatError(
             f"{path}: row {df.index[i] + 2}, column {features[j]}: negative count "
             f"{values[i, j]}; {mod} counts must be >= 0"
         )
     fractional = np.abs(values - np.round(values)) > 1e-6
-    if mod in COUNT_MODALITIES and fractional.any():
+    if is_counts(mod) and fractional.any():
         i, j = np.argwhere(fractional)[0]
         raise DataFormatError(
             f"{path}: row {df.index[i] + 2}, column {features[j]}: {values[i, j]:g} is not a count; {mod} is "

@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from experiment_design import GroundTruth, Perturbation, Query, TargetKind
-from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL, Scale
-from simulators.counts import adt_expected, rna_expected
-from simulators.imaging import molecular_expected, morphology_map
+from experiment_design.assays import Scale
+from simulators.operators import OPERATORS, MeanUnit
 from simulators.tissue import tissue_mean_latent
 
 if TYPE_CHECKING:
@@ -72,14 +71,11 @@ def build_truth(world: CellWorld) -> GroundTruth:
         queries = list(queries)
         z, z_lag, z_tis, states = _mean_latents(world, queries)
         n = len(queries)
-        out = {m: np.zeros((n, len(world.var_names[m]))) for m in (RNA, ADT, MORPHOLOGY, MOLECULAR, SPATIAL)}
+        out = {m: np.zeros((n, len(names))) for m, names in world.var_names.items()}
         for i, st in enumerate(states):
-            out[RNA][i] = rna_expected(p, z[i], st.site)[0]
-            out[ADT][i] = adt_expected(p, z_lag[i], st.site)[0]
-            out[MORPHOLOGY][i] = morphology_map(p, z[i], None, st.site)[0]
-            out[MOLECULAR][i] = molecular_expected(p, z[i], st.site)[0]
-            capture = cfg.cells_per_spot * p.scalars["spatial_capture"]
-            out[SPATIAL][i] = rna_expected(p, z_tis[i], st.site, capture=capture)[0]
+            unit = MeanUnit(z[i], z_lag[i], z_tis[i], st.site)
+            for m in out:
+                out[m][i] = OPERATORS[m].expected(p, cfg, unit)
         return out
 
     top = {kind: hi for kind, (_, hi) in world.space.dose_ranges.items()}

@@ -19,16 +19,17 @@ from functools import cached_property
 import numpy as np
 
 from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Query, keys
-from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL, Assay, Scale
+from experiment_design.assays import RNA, SPATIAL, Assay, Scale
+from experiment_design.modalities import modality_spec
 from simulators.base import BaseSimulator, Layout, query_rng
 from simulators.cells import CellStates, sample_cells
 from simulators.config import WorldConfig, preset_config
-from simulators.counts import sample_adt, sample_rna
+from simulators.counts import sample_rna
 from simulators.dynamics import Intervention
-from simulators.imaging import sample_molecular, sample_morphology
 from simulators.obs import ObsBuilder, specimen_meta
+from simulators.operators import OPERATORS, CellDraw
 from simulators.params import draw_params
-from simulators.positions import place, plate_formats, plate_offset, position_features
+from simulators.positions import place, plate_formats
 from simulators.registry import register
 from simulators.tissue import sample_patch, spot_composition, sum_spots
 
@@ -107,13 +108,7 @@ class CellWorld(BaseSimulator):
             targets=p.targets, contexts=p.contexts, assays=self.config.assays(), time_range_h=(0.0, 48.0), max_order=3
         )
         self.intervention = Intervention(p, self.space)
-        self.var_names = {
-            RNA: p.genes,
-            ADT: tuple(f"ADT_{p.genes[g]}" for g in p.adt_genes),
-            MORPHOLOGY: tuple(f"MORPH{i:03d}" for i in range(self.config.n_morph_features)),
-            MOLECULAR: p.programs,
-            SPATIAL: p.genes,
-        }
+        self.var_names = {m: tuple(op.var_names(p, self.config)) for m, op in OPERATORS.items()}
         self._line = {name: i for i, name in enumerate(p.cell_lines)}
         self._site = {name: i for i, name in enumerate(p.sites)}
 
@@ -235,7 +230,8 @@ class CellWorld(BaseSimulator):
                 d = c.take(idx)
                 builder.add(RNA, meta(RNA), sample_rna(p, d.z, d.cc, st.site, query_rng(seed, qid, rep, RNA)))
             return
-        n_cells = max([assay.units_of(m) for m in assay.modalities if m != MOLECULAR] + [self.config.cells_per_well])
+        cell_level = [assay.units_of(m) for m in assay.modalities if modality_spec(m).level == "cell"]
+        n_cells = max([*cell_level, self.config.cells_per_well])
         cells = sample_cells(
             n_cells, p.line_baseline[st.line], st.dz, st.dz_lag, p.responder_frac[st.line], p.scalars, cells_rng
         )
@@ -254,17 +250,12 @@ class CellWorld(BaseSimulator):
         well: str,
         formats: dict,
     ) -> np.ndarray:
-        p = self.params
+        op = OPERATORS.get(m)
+        if op is None or op.sample is None:
+            raise ValueError(f"assay of query {q.query_id}: modality {m!r} is not observable on dissociated cells")
+        fmt = formats.get(plate, (self.config.plate_rows, self.config.plate_cols))
         rng = query_rng(self.seed, q.query_id, rep, m)
-        c = cells.take(slice(0, n))
-        if m == RNA:
-            return sample_rna(p, c.z, c.cc, st.site, rng)
-        if m == ADT:
-            return sample_adt(p, c.z_lag, st.site, rng)
-        if m == MORPHOLOGY:
-            fmt = formats.get(plate, (self.config.plate_rows, self.config.plate_cols))
-            offset = plate_offset(self.seed, plate, p.scalars["plate_sd"], self.config.n_morph_features)
-            return sample_morphology(p, c.z, c.cc, st.site, position_features(well, fmt), offset, rng)
-        if m == MOLECULAR:
-            return sample_molecular(p, cells.z, st.site, rng)
-        raise ValueError(f"assay of query {q.query_id}: modality {m!r} is not observable on dissociated cells")
+        draw = CellDraw(
+            self.params, self.config, self.seed, cells.take(slice(0, n)), cells, st.site, plate, well, fmt, rng
+        )
+        return op.sample(draw)

@@ -10,10 +10,14 @@ masking is exact. Spatial spots decoded through the RNA decoder (projection
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from experiment_design.assays import ADT, MOLECULAR, MORPHOLOGY, RNA, SPATIAL
+from experiment_design.assays import ADT, MOLECULAR, RNA, SPATIAL
+from experiment_design.modalities import modality_spec
 from models.data import QueryFeatures, WellBlock, WellData
 from models.modules.decoders import AdtDecoder, CountDecoder, GaussianDecoder, MolecularDecoder
 from models.modules.likelihoods import LossOutput
@@ -30,6 +34,75 @@ PRIOR_WEIGHTS = {
     "context": 2.0,
     "decoders": 1.0,
 }
+
+
+@dataclass(frozen=True)
+class DecoderContext:
+    """What a decoder builder may use besides its feature count.
+
+    Attributes:
+        n_programs: Latent programs ``K``.
+        n_sites: Sites (batch effects).
+        n_plates: Plates seen in morphology.
+        n_cell_types: Learned tissue cell types ``C``.
+        project_spatial: Decode spatial spots through the RNA decoder.
+        feature_dims: Modality → features, of every decoded modality.
+        generator: Initialisation randomness.
+
+    """
+
+    n_programs: int
+    n_sites: int
+    n_plates: int
+    n_cell_types: int
+    project_spatial: bool
+    feature_dims: dict[str, int]
+    generator: torch.Generator | None
+
+
+#: ``(n_features, context, decoders built so far) -> decoder``.
+DecoderBuilder = Callable[[int, DecoderContext, dict[str, nn.Module]], nn.Module]
+
+
+def _counts(F: int, c: DecoderContext, built: dict[str, nn.Module]) -> nn.Module:
+    return CountDecoder(F, c.n_programs, c.n_sites, c.generator)
+
+
+def _continuous(F: int, c: DecoderContext, built: dict[str, nn.Module]) -> nn.Module:
+    return GaussianDecoder(F, c.n_programs, c.n_sites, c.n_plates, c.generator)
+
+
+def _adt(F: int, c: DecoderContext, built: dict[str, nn.Module]) -> nn.Module:
+    return AdtDecoder(F, c.n_programs, c.n_sites, c.generator)
+
+
+def _molecular(F: int, c: DecoderContext, built: dict[str, nn.Module]) -> nn.Module:
+    if F != c.n_programs:
+        raise ValueError(f"CSLNetwork: molecular panel has {F} features but the latent has {c.n_programs} programs")
+    return MolecularDecoder(c.n_programs, c.n_sites)
+
+
+def _spatial(F: int, c: DecoderContext, built: dict[str, nn.Module]) -> nn.Module:
+    if c.project_spatial and RNA in built and F == c.feature_dims.get(RNA):
+        return SpotDecoder(F, c.n_programs, c.n_cell_types, built[RNA], c.generator)
+    return _counts(F, c, built)
+
+
+#: Modality → decoder builder, for modalities whose decoder is not their kind's default.
+DECODERS: dict[str, DecoderBuilder] = {ADT: _adt, MOLECULAR: _molecular, SPATIAL: _spatial}
+#: Modality kind (:class:`~experiment_design.modalities.ModalitySpec`) → default decoder builder.
+DEFAULT_DECODERS: dict[str, DecoderBuilder] = {"counts": _counts, "continuous": _continuous}
+
+
+def build_decoder(name: str, n_features: int, ctx: DecoderContext, built: dict[str, nn.Module]) -> nn.Module:
+    """The decoder of modality ``name``: its :data:`DECODERS` entry, else its kind's default.
+
+    Raises:
+        ValueError: If ``name`` is not a registered modality.
+
+    """
+    builder = DECODERS.get(name) or DEFAULT_DECODERS[modality_spec(name).kind]
+    return builder(n_features, ctx, built)
 
 
 class CSLNetwork(nn.Module):
@@ -71,23 +144,10 @@ class CSLNetwork(nn.Module):
         self.operator = InterventionOperator(
             n_targets, n_programs, n_cell_lines, ec50_init, propagate=propagate, generator=generator
         )
+        ctx = DecoderContext(n_programs, n_sites, n_plates, n_cell_types, project_spatial, feature_dims, generator)
         dec: dict[str, nn.Module] = {}
-        K, g = n_programs, generator
         for name, F in sorted(feature_dims.items(), key=lambda kv: kv[0] != RNA):  # RNA first: spatial may use it
-            if name == SPATIAL and project_spatial and RNA in dec and F == feature_dims[RNA]:
-                dec[name] = SpotDecoder(F, K, n_cell_types, dec[RNA], g)
-            elif name in (RNA, SPATIAL):
-                dec[name] = CountDecoder(F, K, n_sites, g)
-            elif name == ADT:
-                dec[name] = AdtDecoder(F, K, n_sites, g)
-            elif name == MORPHOLOGY:
-                dec[name] = GaussianDecoder(F, K, n_sites, n_plates, g)
-            elif name == MOLECULAR:
-                if F != K:
-                    raise ValueError(f"CSLNetwork: molecular panel has {F} features but the latent has {K} programs")
-                dec[name] = MolecularDecoder(K, n_sites)
-            else:
-                raise ValueError(f"CSLNetwork: no decoder for modality {name!r}")
+            dec[name] = build_decoder(name, F, ctx, dec)
         self.decoders = nn.ModuleDict(dec)
 
     def latent(self, f: QueryFeatures) -> torch.Tensor:
