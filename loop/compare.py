@@ -9,9 +9,12 @@ each, run in parallel), ``DIR/results.parquet`` (every metrics row with
 ``strategy``, ``seed``, ``finished`` and ``status``; failed runs are kept
 there, marked, and left out of every mean), ``DIR/summary.csv`` (the headline
 table, see :mod:`loop.stats`) and ``DIR/report.html`` (:mod:`loop.report`).
-Rerunning the same command resumes: finished runs (budget spent, or ended
-normally as recorded in ``DIR/status.json``) are skipped, unfinished ones
-continue where they stopped (``Study.open``). Seed ``k`` is the same
+Rerunning the same command resumes: finished runs (their folder's
+``checkpoints/finished.json``: budget spent, or nothing more to propose) are
+skipped, failed and unfinished ones continue where they stopped
+(``Study.open``). A run's state is its folder's alone
+(:meth:`loop.rounds.RoundStore.state`); ``DIR/status.json`` is the log of
+what each attempt here ended with (outcome, wall time, error). Seed ``k`` is the same
 world for every strategy, so seeds are paired.
 
 Exit codes: 0 every run finished; 1 some run failed (the others and the
@@ -37,7 +40,7 @@ import pandas as pd
 from loop.config import IDENTITY_KEYS, RunConfig, normalise
 from loop.remote import WorkingCopy, display, join, working_copy
 from loop.report import STATUS_FILE, find_runs, load_run, render, results_frame, scored_results
-from loop.rounds import RoundStore, is_run_folder
+from loop.rounds import RoundStore, RunState, is_run_folder
 from loop.stats import REFERENCE, headline, headline_frame, model_ranking
 from loop.storage import read_json, write_bytes, write_json, write_table
 
@@ -125,10 +128,19 @@ def plan(
 
 
 def is_finished(root: Path) -> bool:
-    """True when the run ended normally here before (``status.json``) or has spent its budget."""
-    if not is_run_folder(root) or not RoundStore(root).metrics_path.is_file():
-        return False
-    return load_run(root).finished
+    """True when the run folder says it ended normally (:meth:`~loop.rounds.RoundStore.state`)."""
+    return is_run_folder(root) and RoundStore(root).state() is RunState.FINISHED
+
+
+def _mark_lost(spec: RunSpec, exc: BaseException) -> None:
+    """Record in the run folder that every attempt of the run was lost (its process or node died)."""
+    try:
+        with working_copy(spec.location or spec.root) as copy:
+            if is_run_folder(copy.folder):
+                RoundStore(copy.folder).mark_failed(exc)
+                copy.save()
+    except OSError as err:  # the storage is unreachable too: status.json still has the outcome
+        print(f"warning: could not record the failure of {spec.name} in its folder: {err}", file=sys.stderr)
 
 
 def _record(outcome: dict, study: Path) -> None:
@@ -170,7 +182,13 @@ def run_one(spec: RunSpec, prepare: Callable[[object], None] | None = None) -> d
         _note_attempt(copy.folder)
         if prepare is not None:
             prepare(study)
-        metrics = study.run()
+        study.store.clear_failed()
+        try:
+            metrics = study.run()
+        except Exception as exc:  # recorded in the run folder (its one state), then reported by _guarded
+            study.store.mark_failed(exc)
+            copy.save()
+            raise
     last = metrics.iloc[-1] if len(metrics) else None
     return {
         "run": spec.name,
@@ -278,6 +296,7 @@ def execute(
                     "error": f"{type(exc).__name__}: {exc}",
                     "wall_s": float("nan"),
                 }
+                _mark_lost(spec, exc)
             done(outcome, spec)
     finally:
         if started:

@@ -25,7 +25,7 @@ import pandas as pd
 from experiment_design import DesignSpace, Perturbation
 from loop import plots
 from loop.recovery import Recovery, RecoveryUnavailable, checkpoint_recovery
-from loop.rounds import RoundStore, is_run_folder
+from loop.rounds import RoundStore, RunState, is_run_folder
 from loop.stats import REFERENCE, budget_to_reach, headline, headline_frame, model_ranking
 from loop.storage import read_json, write_bytes
 
@@ -41,7 +41,8 @@ SECTIONS = {
     "timings": "Timings per stage",
     "reproducibility": "Configuration and package versions",
 }
-#: A study's record of the runs that ended normally (written by ``loop.compare``).
+#: A study's log of what ``loop.compare`` saw of each run (outcome, wall time, error); a run's own
+#: state is in its folder (:meth:`loop.rounds.RoundStore.state`).
 STATUS_FILE = "status.json"
 RISK_COLUMNS = ("risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention")
 
@@ -55,17 +56,15 @@ class RunData:
         config: The whole ``config.json`` (``config``, ``space``, ``versions``, ``created``).
         metrics: ``metrics.parquet`` (one row per scored round).
         proposals: Every round's proposals concatenated (one row per query).
-        completed: ``loop.compare`` saw the run end normally (its study's
-            ``status.json``), e.g. because the strategy proposed nothing more.
-        error: Why the run's last attempt stopped on an error (its study's
-            ``status.json`` or the run's ``failed.json``), ``None`` if it did not.
+        state: Where the run stands (:class:`~loop.rounds.RunState`, from its folder).
+        error: Why the run's last attempt stopped on an error (its ``failed.json``), ``None`` if it did not.
     """
 
     root: Path
     config: dict
     metrics: pd.DataFrame
     proposals: pd.DataFrame
-    completed: bool = False
+    state: RunState = RunState.RUNNING
     error: str | None = None
 
     @property
@@ -92,48 +91,24 @@ class RunData:
     @property
     def failed(self) -> bool:
         """True when the run's last attempt stopped on an error and it has not ended normally since."""
-        return self.error is not None and not RoundStore(self.root).finished_path.is_file()
+        return self.state is RunState.FAILED
 
     @property
     def status(self) -> str:
         """``failed``, ``finished`` or ``running`` (not finished: still going, interrupted or waiting)."""
-        return "failed" if self.failed else "finished" if self.finished else "running"
+        return self.state.value
 
     @property
     def finished(self) -> bool:
-        """True when the run ended normally, or less than the cheapest assay is left of its budget.
-
-        A failed run is not finished, whatever it spent: its last rounds may be missing.
-        """
-        if self.failed:
-            return False
-        if self.completed or RoundStore(self.root).finished_path.is_file():
-            return True
-        if not len(self.metrics):
-            return False
-        cheapest = min(a["cost"] for a in self.config["space"]["assays"])
-        left = float(self.config["config"]["budget"]) - float(self.metrics["spent"].iloc[-1])
-        return left < cheapest - 1e-9
+        """True when the run ended normally (``finished.json``; a failed run's last rounds may be missing)."""
+        return self.state is RunState.FINISHED
 
 
-def run_outcomes(study: str | Path) -> dict[str, dict]:
-    """What ``loop.compare`` last saw of each run (``study/status.json``): run name to ``{"status", ...}``."""
-    path = Path(study) / STATUS_FILE
-    return read_json(path) if path.is_file() else {}
-
-
-def completed_runs(study: str | Path) -> set[str]:
-    """Names of the runs that ``loop.compare`` saw end normally (``study/status.json``)."""
-    return {k for k, v in run_outcomes(study).items() if v.get("status") == "finished"}
-
-
-def load_run(root: str | Path, completed: bool | None = None) -> RunData:
+def load_run(root: str | Path) -> RunData:
     """Load a run folder.
 
     Args:
         root: The run folder.
-        completed: Whether it ended normally; by default looked up in the
-            ``status.json`` of the study folder two levels up, if any.
 
     Raises:
         ValueError: If ``root`` has no ``config.json``.
@@ -148,13 +123,9 @@ def load_run(root: str | Path, completed: bool | None = None) -> RunData:
         if paths
         else pd.DataFrame(columns=["round", "perturbation", "dose_value", "time", "assay", "cost"])
     )
-    outcome = run_outcomes(root.parent.parent).get(root.name, {}) if root.parent.name == "runs" else {}
-    if completed is None:
-        completed = outcome.get("status") == "finished"
-    error = outcome.get("error", "unknown error") if outcome.get("status") == "failed" else None
-    if store.failed_path.is_file():
-        error = read_json(store.failed_path).get("error", "unknown error")
-    return RunData(root, read_json(store.config_path), store.read_metrics(), props, completed, error)
+    state = store.state()
+    error = store.failure() if state is RunState.FAILED else None
+    return RunData(root, read_json(store.config_path), store.read_metrics(), props, state, error)
 
 
 def find_runs(folder: str | Path) -> list[Path]:

@@ -4,12 +4,21 @@ A round moves through :class:`RoundStatus` in order; each step writes its
 artefact first and its status second (both atomically), so after a crash the
 status names the last step whose artefact is complete, and resume redoes at
 most one step (steps are deterministic, so the redo writes identical files).
+
+A run's own state (:class:`RunState`) is read from its folder alone:
+``checkpoints/finished.json`` when it ended normally (budget spent, nothing
+more to propose, or the round limit), ``failed.json`` when its last attempt
+stopped on an error, else running (going, interrupted or waiting for a
+readout). ``loop.run``, ``loop.compare`` and the report all ask
+:meth:`RoundStore.state`.
 """
 
 from __future__ import annotations
 
 import json
-from enum import IntEnum
+import time
+import traceback
+from enum import Enum, IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +58,14 @@ class RoundStatus(IntEnum):
     MEASURED = 2
     FITTED = 3
     SCORED = 4
+
+
+class RunState(str, Enum):
+    """Where a run stands, from its folder alone (module docstring)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
 
 
 #: The file that makes a folder a cslab run folder (settings, space, features, versions).
@@ -105,6 +122,35 @@ class RoundStore:
     def failed_path(self) -> Path:
         """The internal error the run last stopped on (written by ``loop.run``, removed when it resumes)."""
         return self.root / "failed.json"
+
+    def state(self) -> RunState:
+        """``finished`` (``finished.json``), else ``failed`` (``failed.json``), else ``running``."""
+        if self.finished_path.is_file():
+            return RunState.FINISHED
+        return RunState.FAILED if self.failed_path.is_file() else RunState.RUNNING
+
+    def mark_finished(self, rounds: int, spent: float, reason: str) -> None:
+        """Record that the run ended normally after ``rounds`` rounds, having spent ``spent`` units."""
+        write_json(self.finished_path, {"rounds": int(rounds), "spent": float(spent), "reason": reason})
+
+    def mark_failed(self, exc: BaseException) -> None:
+        """Record the error the run's attempt stopped on (with the current traceback)."""
+        write_json(
+            self.failed_path,
+            {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+
+    def clear_failed(self) -> None:
+        """Forget a recorded failure: a new attempt starts."""
+        self.failed_path.unlink(missing_ok=True)
+
+    def failure(self) -> str | None:
+        """The recorded error of a failed run, ``None`` if its last attempt did not fail."""
+        return read_json(self.failed_path).get("error", "unknown error") if self.failed_path.is_file() else None
 
     def status_path(self, r: int) -> Path:
         """``checkpoints/round-NNNN.json``."""

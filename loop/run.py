@@ -20,7 +20,7 @@ from loop.config import RunConfig, SettingError
 from loop.distributed import OracleFailed
 from loop.progress import RunProgress, score_text
 from loop.remote import display, working_copy
-from loop.storage import RunFolderError, write_json
+from loop.storage import RunFolderError
 from loop.study import AwaitingReadout, Study
 from simulators.lab_formats import DataFormatError
 
@@ -144,7 +144,7 @@ def _run(
         print(f"error: {str(exc).replace(str(folder), where)}", file=sys.stderr)
         return 2
     print(f"run folder: {where}", flush=True)
-    study.store.failed_path.unlink(missing_ok=True)
+    study.store.clear_failed()
     try:
         with RunProgress(study.config.budget, quiet=args.quiet) as progress:
             metrics = study.run(on_round=progress.round, on_stage=progress.stage)
@@ -170,10 +170,7 @@ def _run(
         return 130
     except Exception as exc:  # noqa: BLE001 - an internal error: reported as one, with the way back
         tb = traceback.format_exc()
-        write_json(
-            study.store.failed_path,
-            {"error": f"{type(exc).__name__}: {exc}", "traceback": tb, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-        )
+        study.store.mark_failed(exc)
         print(
             f"{tb}internal error: {type(exc).__name__}: {exc}\nThis is a bug in cslab (or in a plugged-in model or "
             f"strategy), not in your settings. Everything measured so far is kept in {where}; after a fix, "

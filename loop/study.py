@@ -248,9 +248,7 @@ class Study:
             while r < MAX_ROUNDS:
                 rec = self.store.read_status(r)
                 if rec is None and not self._propose(r, on_stage):
-                    write_json(
-                        self.store.finished_path, {"rounds": r, "spent": self.spent(r - 1), "reason": self._end_reason}
-                    )
+                    self.store.mark_finished(r, self.spent(r - 1), self._end_reason)
                     self._save()
                     break
                 self._save()
@@ -267,6 +265,9 @@ class Study:
                     if on_round:
                         on_round(row)
                 r += 1
+            else:
+                self.store.mark_finished(r, self.spent(r - 1), f"round limit ({MAX_ROUNDS}) reached")
+                self._save()
             return self.store.read_metrics()
         finally:
             if self._ray_started:

@@ -53,7 +53,8 @@ def fabricate_run(
         budget: Total budget, units.
         round_budget: Cost per round, units (queries are drawn until it is used).
         risk: Fill the risk columns (else all NaN, as before evaluation lands).
-        finished: Spend the whole budget; else stop after half of it.
+        finished: Spend the whole budget and end normally (``finished.json``); else stop after half of it,
+            as an interrupted run does.
     """
     space = small_space()
     store = RoundStore(root)
@@ -112,6 +113,8 @@ def fabricate_run(
         store.write_metric_row(row)
         store.write_status(r, RoundStatus.SCORED, **{k: row[k] for k in ("acquire_s", "measure_s", "fit_s", "score_s")})
         r += 1
+    if finished:
+        store.mark_finished(r, spent, "budget spent")
     return store
 
 

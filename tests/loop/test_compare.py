@@ -74,7 +74,10 @@ def test_resume_skips_finished_and_continues_unfinished(tmp_path):
 
 def early_stop_runner(spec: RunSpec) -> dict:
     """A study that ends normally with budget left (its strategy proposed nothing more)."""
-    fabricate_run(spec.root, spec.config["strategy"], spec.config["seed"], budget=spec.config["budget"], finished=False)
+    store = fabricate_run(
+        spec.root, spec.config["strategy"], spec.config["seed"], budget=spec.config["budget"], finished=False
+    )
+    store.mark_finished(5, store.read_metrics()["spent"].iloc[-1], "the strategy proposed nothing more")
     return {"rounds": 5}
 
 
@@ -101,8 +104,12 @@ def test_one_failing_run_does_not_stop_the_others(tmp_path):
 def crash_midway_runner(spec: RunSpec) -> dict:
     """Like :func:`fake_runner`, but eig seed 1 stops on an internal error after half its budget."""
     if spec.config["strategy"] == "eig" and spec.config["seed"] == 1:
-        fabricate_run(spec.root, "eig", 1, budget=spec.config["budget"], finished=False)
-        raise ValueError("PoolEnsembleModel: an input row is not a pool encoding")
+        store = fabricate_run(spec.root, "eig", 1, budget=spec.config["budget"], finished=False)
+        try:
+            raise ValueError("PoolEnsembleModel: an input row is not a pool encoding")
+        except ValueError as exc:  # as run_one does: the run folder records its failure
+            store.mark_failed(exc)
+            raise
     return fake_runner(spec)
 
 
@@ -269,3 +276,36 @@ def test_models_are_ranked_against_each_other(tmp_path):
     ranking = text.split('id="models"')[1].split("</section>")[0]
     assert all(m in ranking for m in ("csl", "mean", "linear")) and "rank_risk" in ranking
     assert "csl/random" in text, "one curve per model and strategy"
+
+
+def test_a_failed_run_says_so_in_its_own_folder_and_a_good_rerun_clears_it(tmp_path):
+    """The run folder is the one source of a run's state: failed.json on error, finished.json at the end."""
+    from loop.report import load_run
+    from loop.rounds import RoundStore, RunState
+
+    cfg = RunConfig(
+        world="small",
+        budget=6.0,
+        batch_size=4,
+        n_members=2,
+        initial_size=4,
+        heldout_per_axis=2,
+        time_limit_s=60.0,
+        model_options={"max_steps": 40, "warm_steps": 20},
+    )
+    spec = plan(tmp_path, ["random"], 1, cfg)[0]
+
+    def sabotage(study):
+        def broken(*args, **kwargs):
+            raise RuntimeError("fit exploded")
+
+        study._fit = broken
+
+    with pytest.raises(RuntimeError, match="fit exploded"):
+        compare.run_one(spec, prepare=sabotage)
+    run = load_run(spec.root)
+    assert RoundStore(spec.root).state() is RunState.FAILED and run.status == "failed"
+    assert "RuntimeError: fit exploded" in run.error and not compare.is_finished(spec.root)
+    outcome = compare.run_one(spec)  # the fixed code resumes the same folder
+    assert outcome["rounds"] >= 1 and compare.is_finished(spec.root)
+    assert load_run(spec.root).status == "finished" and not RoundStore(spec.root).failed_path.exists()
