@@ -435,6 +435,11 @@ class LazyScreen:
                 out[name] = m.take(rows)
         return MeasurementBatch(out)
 
+    def close(self) -> None:
+        """Close the files opened by :meth:`take` (they reopen on the next one)."""
+        for m in self.modalities.values():
+            m.close()
+
     def to_batch(self) -> MeasurementBatch:
         """Everything, dense (what the eager reader returns; for small screens and tests)."""
         return MeasurementBatch({n: m.take(np.arange(len(m))) for n, m in self.modalities.items()})
