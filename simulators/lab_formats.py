@@ -6,7 +6,10 @@ Three inputs are understood:
   ``dose_value``, ``dose_unit``, ``time``, ``cell_line``; combinations as
   ``A+B`` with doses ``1.0+0.5``). Its modality is ``obs["modality"]`` or
   ``rna``; sibling files ``<stem>.<modality>.h5ad`` (as
-  ``simulators.export`` writes them) are read too.
+  ``simulators.export`` writes them) are read too. A directory or glob of
+  ``.h5ad`` files (one per plate or cell line, as atlases ship them) is read
+  as one screen (:func:`h5ad_files`). Screens too large to densify are opened
+  lazily by :mod:`simulators.atlas` instead, with the same checks.
 * **Tidy tables** (``.csv`` / ``.parquet``): one row per well or cell, the
   metadata columns plus numeric feature columns. ``mapping`` renames the
   user's columns to cslab's (``{"perturbation": "drug", "time": "hours"}``);
