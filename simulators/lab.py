@@ -21,15 +21,16 @@ from pathlib import Path
 from experiment_design import DEFAULT_ASSAYS, Assay, Context, DesignSpace, MeasurementBatch, Query, Scale, Target, keys
 from experiment_design.modalities import modality_spec
 from experiment_design.perturbation import Perturbation
+from simulators.atlas import LazyScreen, open_screen
 from simulators.base import Layout, Oracle
-from simulators.lab_formats import read_measurements, read_options
+from simulators.lab_formats import read_options
 from simulators.registry import register
 
 _KNOWN_ASSAYS = {a.name: a for a in DEFAULT_ASSAYS}
 
 
-def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
-    """The design space spanned by the conditions of a measured batch (pool set)."""
+def space_from_batch(batch: MeasurementBatch | LazyScreen) -> DesignSpace:
+    """The design space spanned by the conditions of a measured batch or lazy screen (pool set)."""
     conditions: dict[str, Query] = {}
     kinds: dict[str, str] = {}
     assay_mods: dict[str, set[str]] = {}
@@ -44,9 +45,9 @@ def space_from_batch(batch: MeasurementBatch) -> DesignSpace:
                 kinds.setdefault(t, "knockdown" if u == "fraction" else "compound")
             q = Query(p, float(r[keys.TIME]), Context(r[keys.CELL_LINE], r[keys.SITE]), r[keys.ASSAY])
             conditions[q.query_id] = q
-        for assay, sub in o.groupby(keys.ASSAY):
+        for assay, sub in o.groupby(keys.ASSAY, observed=True):
             assay_mods.setdefault(assay, set()).add(mod)
-            assay_units.setdefault(assay, {})[mod] = int(sub.groupby(keys.SPECIMEN).size().median())
+            assay_units.setdefault(assay, {})[mod] = int(sub.groupby(keys.SPECIMEN, observed=True).size().median())
     targets = tuple(Target(n, k) for n, k in sorted(kinds.items()))
     assays = []
     for name, mods in sorted(assay_mods.items()):
@@ -112,20 +113,22 @@ class LabAdapter(Oracle):
     """Pool-mode oracle over a measured data set.
 
     Args:
-        batch: Every stored observation.
+        batch: Every stored observation, in memory (:class:`MeasurementBatch`) or opened lazily
+            (:class:`simulators.atlas.LazyScreen`: obs in memory, the readouts read per hand-out).
         space: Design space (default: built from the data, pool set).
         exclude: Specimens already handed out (e.g. from the ledger on resume).
     """
 
-    def __init__(self, batch: MeasurementBatch, space: DesignSpace | None = None, exclude: Iterable[str] = ()) -> None:
+    def __init__(
+        self, batch: MeasurementBatch | LazyScreen, space: DesignSpace | None = None, exclude: Iterable[str] = ()
+    ) -> None:
         self.batch = batch
         self.space = space or space_from_batch(batch)
-        specimens: dict[str, list[str]] = {}
+        specimens: dict[str, set[str]] = {}
         for m in batch.modalities.values():
-            for qid, spec in zip(m.obs[keys.QUERY_ID], m.obs[keys.SPECIMEN], strict=True):
-                specimens.setdefault(qid, [])
-                if spec not in specimens[qid]:
-                    specimens[qid].append(spec)
+            pairs = m.obs[[keys.QUERY_ID, keys.SPECIMEN]].drop_duplicates()
+            for qid, spec in zip(pairs[keys.QUERY_ID], pairs[keys.SPECIMEN], strict=True):
+                specimens.setdefault(qid, set()).add(spec)
         self._specimens = {q: sorted(s) for q, s in specimens.items()}
         self._used = set(exclude)
 
@@ -150,12 +153,14 @@ class LabAdapter(Oracle):
         """Read a data file (see :mod:`simulators.lab_formats`) and build the adapter.
 
         Args:
-            path: The data file.
+            path: The data file, or a directory or glob of ``.h5ad`` files (one screen).
             mapping: cslab column name → the file's column name.
             exclude: Specimens already handed out.
-            **read_options: ``units``, ``features``, ``modality`` of :func:`read_measurements`.
+            **read_options: ``units``, ``features``, ``modality`` of
+                :func:`simulators.lab_formats.read_measurements`, and ``lazy``
+                (:func:`simulators.atlas.open_screen`: large ``.h5ad`` screens open lazily by default).
         """
-        return cls(read_measurements(path, mapping, **read_options), exclude=exclude)
+        return cls(open_screen(path, mapping, **read_options), exclude=exclude)
 
     def specimens(self, query_id: str) -> tuple[str, ...]:
         """Every stored specimen of a condition, in hand-out order."""
@@ -199,6 +204,8 @@ class LabAdapter(Oracle):
             chosen += free[: q.replicates]
         if exclude is None:
             self._used.update(chosen)
+        if isinstance(self.batch, LazyScreen):
+            return self.batch.take(chosen)
         out = {}
         keep = set(chosen)
         for name, m in self.batch.modalities.items():

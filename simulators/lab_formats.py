@@ -6,7 +6,10 @@ Three inputs are understood:
   ``dose_value``, ``dose_unit``, ``time``, ``cell_line``; combinations as
   ``A+B`` with doses ``1.0+0.5``). Its modality is ``obs["modality"]`` or
   ``rna``; sibling files ``<stem>.<modality>.h5ad`` (as
-  ``simulators.export`` writes them) are read too.
+  ``simulators.export`` writes them) are read too. A directory or glob of
+  ``.h5ad`` files (one per plate or cell line, as atlases ship them) is read
+  as one screen (:func:`h5ad_files`). Screens too large to densify are opened
+  lazily by :mod:`simulators.atlas` instead, with the same checks.
 * **Tidy tables** (``.csv`` / ``.parquet``): one row per well or cell, the
   metadata columns plus numeric feature columns. ``mapping`` renames the
   user's columns to cslab's (``{"perturbation": "drug", "time": "hours"}``);
@@ -187,7 +190,8 @@ def read_measurements(
     """Read a measured screen.
 
     Args:
-        path: ``.h5ad``, ``.csv`` or ``.parquet`` file.
+        path: ``.h5ad``, ``.csv`` or ``.parquet`` file, or a directory or glob of ``.h5ad`` files read as
+            one screen (:func:`h5ad_files`).
         mapping: cslab column name → the file's column name.
         modality: Modality of tidy-table features without a ``modality`` column.
         units: The file's ``dose_unit`` values → units cslab knows (:data:`DOSE_UNITS`), e.g.
@@ -198,6 +202,9 @@ def read_measurements(
         DataFormatError: Naming the file, the row or column, and what is accepted.
     """
     path = Path(path)
+    if is_screen_pattern(path):
+        _check_unit_map(units)
+        return _read_h5ad(path, units)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -222,13 +229,14 @@ def read_options(data_mapping: dict | None) -> dict:
     Args:
         data_mapping: ``columns`` (cslab column → the file's column), ``units`` (the file's
             ``dose_unit`` value → a unit of :data:`DOSE_UNITS`), ``features`` (feature columns of a
-            tidy table), ``modality`` (of a tidy table without a ``modality`` column).
+            tidy table), ``modality`` (of a tidy table without a ``modality`` column), ``lazy`` (open an
+            ``.h5ad`` screen lazily: ``true`` / ``false``; default: by size, :func:`simulators.atlas.open_screen`).
 
     Raises:
         ValueError: For an unknown key or a value of the wrong type, naming it.
     """
     d = dict(data_mapping or {})
-    known = {"columns": dict, "units": dict, "features": list, "modality": str}
+    known = {"columns": dict, "units": dict, "features": list, "modality": str, "lazy": bool}
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ValueError(f"data_mapping: unknown keys {unknown}; known: {sorted(known)}")
@@ -241,8 +249,9 @@ def read_options(data_mapping: dict | None) -> dict:
         "units": d.get("units") or None,
         "features": [str(f) for f in d["features"]] if d.get("features") else None,
     }
-    if "modality" in d:
-        out["modality"] = d["modality"]
+    for key in ("modality", "lazy"):
+        if key in d:
+            out[key] = d[key]
     return out
 
 
@@ -266,22 +275,85 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataFormatError(f"{path}: unreadable or truncated table ({exc})") from None
 
 
+def is_screen_pattern(path: str | Path) -> bool:
+    """Whether ``path`` names several ``.h5ad`` files: a directory, or a glob (``plates/*.h5ad``)."""
+    return Path(path).is_dir() or any(ch in str(path) for ch in "*?[")
+
+
+def h5ad_files(path: str | Path) -> list[tuple[Path, str]]:
+    """The files of an ``.h5ad`` screen, each with the modality its rows have without a ``modality`` column.
+
+    * ``screen.h5ad``: it (``rna``) and its siblings ``screen.<modality>.h5ad``.
+    * A directory (every ``*.h5ad`` in it) or a glob such as ``plates/*.h5ad`` (atlases ship one file per
+      plate or cell line), read as one screen: ``<name>.<modality>.h5ad`` where ``<modality>`` is one of
+      a registered modality, ``rna`` otherwise.
+
+    Raises:
+        DataFormatError: When a directory or glob holds no ``.h5ad`` file.
+    """
+    path = Path(path)
+    if not is_screen_pattern(path):
+        stem = path.name[: -len(".h5ad")]
+        siblings = sorted(path.parent.glob(f"{stem}.*.h5ad"))
+        return [(path, "rna")] + [(f, f.name[len(stem) + 1 : -len(".h5ad")]) for f in siblings]
+    files = sorted(path.glob("*.h5ad")) if path.is_dir() else sorted(path.parent.glob(path.name))
+    files = [f for f in files if f.is_file() and f.suffix.lower() == ".h5ad"]
+    if not files:
+        raise DataFormatError(f"{path}: no .h5ad files")
+    out = []
+    for f in files:
+        inner = f.name[: -len(".h5ad")].rsplit(".", 1)
+        out.append((f, inner[1] if len(inner) == 2 and inner[1] in modality_names() else "rna"))
+    return out
+
+
+def number_units(batch: MeasurementBatch, unit_given: dict[str, bool]) -> MeasurementBatch:
+    """Units numbered per specimen over every file of a modality (a specimen may span files).
+
+    Args:
+        batch: The screen, its files' rows stacked in file order.
+        unit_given: Modality → whether its files carry their own ``unit`` column (then kept).
+    """
+    for mod, m in batch.modalities.items():
+        if not unit_given.get(mod, False):
+            m.obs[keys.UNIT] = m.obs.groupby(keys.SPECIMEN, observed=True).cumcount().to_numpy()
+    return batch
+
+
 def _read_h5ad(path: Path, units: dict[str, str] | None = None) -> MeasurementBatch:
     import anndata as ad
 
-    files = [path] + sorted(path.parent.glob(f"{path.name[: -len('.h5ad')]}.*.h5ad"))
-    parts = []
-    for f in files:
+    parts, unit_given = [], {}
+    for f, default in h5ad_files(path):
         try:
             a = ad.read_h5ad(f)
         except Exception as exc:  # noqa: BLE001 - h5py raises many types for a damaged file
             raise DataFormatError(f"{f}: unreadable or truncated .h5ad ({type(exc).__name__}: {exc})") from None
         obs = a.obs.reset_index(drop=True).copy()
-        default = f.name[len(path.name[: -len(".h5ad")]) + 1 : -len(".h5ad")] if f != path else "rna"
         mod = str(obs[keys.MODALITY].iloc[0]) if keys.MODALITY in obs and len(obs) else default
         X = _count_matrix(a) if mod in modality_names() and is_counts(mod) else _dense(a.X)
         df = pd.concat([obs, pd.DataFrame(X, columns=list(map(str, a.var_names)))], axis=1)
         parts.append(table_to_batch(df, f, mod, features=list(map(str, a.var_names)), unit_map=units))
+        for name in parts[-1].modalities:
+            unit_given[name] = unit_given.get(name, False) or keys.UNIT in obs
+    return number_units(concat_files(parts, [f for f, _ in h5ad_files(path)]), unit_given)
+
+
+def concat_files(parts: list, files: list[Path]) -> MeasurementBatch:
+    """Stack the batches of a screen's files.
+
+    Raises:
+        DataFormatError: When two files of one modality have different features, naming both.
+    """
+    first: dict[str, tuple[Path, tuple[str, ...]]] = {}
+    for part, f in zip(parts, files, strict=True):
+        for mod, m in part.modalities.items():
+            f0, names = first.setdefault(mod, (f, tuple(m.var_names)))
+            if tuple(m.var_names) != names:
+                raise DataFormatError(
+                    f"{f}: its {mod} features differ from those of {f0} ({len(m.var_names)} vs {len(names)}); "
+                    "the files of one screen must share their var_names"
+                )
     return MeasurementBatch.concat(parts)
 
 
@@ -422,58 +494,143 @@ def _modality(
     df: pd.DataFrame, path: Path, mod: str, features: list[str], unit_map: dict[str, str] | None = None
 ) -> ModalityData:
     values = df[features].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raw = df[features[j]].iloc[i]
-        what = "missing (empty or NaN)" if pd.isna(raw) else f"{str(raw)!r} is not a finite number"
-        raise DataFormatError(f"{path}: row {df.index[i] + 2}, column {features[j]}: {what}")
-    if is_counts(mod) and (values < 0).any():
-        i, j = np.argwhere(values < 0)[0]
-        raise DataFormatError(
-            f"{path}: row {df.index[i] + 2}, column {features[j]}: negative count "
-            f"{values[i, j]}; {mod} counts must be >= 0"
-        )
-    fractional = np.abs(values - np.round(values)) > 1e-6
-    if is_counts(mod) and fractional.any():
-        i, j = np.argwhere(fractional)[0]
-        raise DataFormatError(
-            f"{path}: row {df.index[i] + 2}, column {features[j]}: {values[i, j]:g} is not a count; {mod} is "
-            "modelled as raw counts (negative binomial), and non-integer values look log-normalised. Give the raw "
-            "counts: in an .h5ad as X, layers['counts'] or .raw (cslab reads the first that holds counts)"
-        )
-    # Metadata is parsed once per distinct combination, then broadcast to its rows.
-    meta_in = [
-        c
-        for c in (
-            *REQUIRED,
-            keys.DOSE_VALUE,
-            keys.DOSE_UNIT,
-            "perturbation_type",
-            keys.SITE,
-            keys.BATCH,
-            keys.ASSAY,
-            keys.REPLICATE,
-        )
-        if c in df.columns
-    ]
-    codes = df[meta_in].astype(str).groupby(meta_in, sort=False, dropna=False).ngroup().to_numpy()
+    error = first_bad_value(values, mod)
+    if error is not None:
+        kind, i, j = error
+        raise DataFormatError(value_message(kind, path, int(df.index[i]), features[j], df[features[j]].iloc[i], mod))
+    return ModalityData(obs_frame(df, path, mod, unit_map), values.astype(np.float32), tuple(features))
+
+
+def first_bad_value(values: np.ndarray, mod: str) -> tuple[str, int, int] | None:
+    """The first value a modality refuses, in row-major order, and why.
+
+    Args:
+        values: ``(n_units, n_features)`` readouts (float64).
+        mod: The modality (count modalities also refuse negative and non-integer values).
+
+    Returns:
+        ``(kind, row, column)`` with kind ``"nonfinite"``, ``"negative"`` or ``"fractional"``
+        (checked in that order over the whole matrix), or ``None`` when every value is accepted.
+    """
+    checks = [("nonfinite", lambda v: ~np.isfinite(v))]
+    if is_counts(mod):
+        checks += [("negative", lambda v: v < 0), ("fractional", lambda v: np.abs(v - np.round(v)) > 1e-6)]
+    for kind, bad in checks:
+        mask = bad(values)
+        if mask.any():
+            i, j = np.argwhere(mask)[0]
+            return kind, int(i), int(j)
+    return None
+
+
+def value_message(kind: str, path: Path, row: int, feature: str, value: object, mod: str) -> str:
+    """The one-line refusal of a readout value (kinds of :func:`first_bad_value`).
+
+    Args:
+        kind: ``"nonfinite"``, ``"negative"`` or ``"fractional"``.
+        path: The file.
+        row: 0-based data row within the file (reported 1-based after a header line, as ``row + 2``).
+        feature: The feature (column) name.
+        value: The value as stored.
+        mod: The modality.
+    """
+    where = f"{path}: row {row + 2}, column {feature}"
+    if kind == "nonfinite":
+        what = "missing (empty or NaN)" if pd.isna(value) else f"{str(value)!r} is not a finite number"
+        return f"{where}: {what}"
+    number = float(value)
+    if kind == "negative":
+        return f"{where}: negative count {number}; {mod} counts must be >= 0"
+    return (
+        f"{where}: {number:g} is not a count; {mod} is "
+        "modelled as raw counts (negative binomial), and non-integer values look log-normalised. Give the raw "
+        "counts: in an .h5ad as X, layers['counts'] or .raw (cslab reads the first that holds counts)"
+    )
+
+
+#: Metadata columns whose distinct combinations are parsed once each (:func:`obs_frame`).
+GROUP_COLUMNS = (
+    *REQUIRED,
+    keys.DOSE_VALUE,
+    keys.DOSE_UNIT,
+    "perturbation_type",
+    keys.SITE,
+    keys.BATCH,
+    keys.ASSAY,
+    keys.REPLICATE,
+)
+#: Per-unit columns copied from the file as they are.
+POSITION_COLUMNS = (keys.PLATE, keys.WELL, "x", "y")
+
+
+def obs_frame(
+    df: pd.DataFrame, path: Path, mod: str, unit_map: dict[str, str] | None = None, compact: bool = False
+) -> pd.DataFrame:
+    """The obs of a table's rows in cslab's keys: metadata parsed and checked, replicates, specimens and units.
+
+    Args:
+        df: One row per unit; only the metadata columns are read (its index: the file's row numbers).
+        path: The file (for messages).
+        mod: The rows' modality.
+        unit_map: The file's ``dose_unit`` values → cslab's.
+        compact: Store text columns as categoricals (a few bytes a row, for screens of millions of cells;
+            ``np.asarray`` of a column gives the same values as ``compact=False``).
+
+    Returns:
+        ``(n_units, ...)`` obs with :data:`keys.OBS_COLUMNS` and any of :data:`POSITION_COLUMNS`.
+
+    Raises:
+        DataFormatError: For metadata that cannot be read, naming the file, row, column and value.
+    """
+    meta_in = [c for c in GROUP_COLUMNS if c in df.columns]
+    codes = _group_codes(df[meta_in], compact)
     _, first = np.unique(codes, return_index=True)
     parsed = {int(codes[i]): _meta(df.iloc[i].to_dict(), path, int(df.index[i]), mod, unit_map) for i in first}
-    obs = pd.DataFrame([parsed[int(c)] for c in codes])
-    for col in (keys.PLATE, keys.WELL, "x", "y"):
+    if compact:
+        obs = _broadcast(pd.DataFrame([parsed[k] for k in range(len(parsed))]), codes)
+    else:
+        obs = pd.DataFrame([parsed[int(c)] for c in codes])
+    for col in POSITION_COLUMNS:
         if col in df.columns:
-            obs[col] = df[col].to_numpy()
+            obs[col] = df[col].array if compact else df[col].to_numpy()
     if keys.REPLICATE not in df.columns and keys.WELL in df.columns:
         # Without replicate numbers, each well of a condition is its own specimen (replicate).
         wells = obs[keys.WELL].astype(str)
         if keys.PLATE in obs.columns:
             wells = obs[keys.PLATE].astype(str) + "/" + wells
-        rank = obs.assign(_well=wells).groupby(keys.QUERY_ID)["_well"].rank(method="dense")
+        rank = obs.assign(_well=wells).groupby(keys.QUERY_ID, observed=True)["_well"].rank(method="dense")
         obs[keys.REPLICATE] = rank.astype(int) - 1
-        obs[keys.SPECIMEN] = obs[keys.QUERY_ID] + ":" + obs[keys.REPLICATE].astype(str)
-    obs[keys.UNIT] = obs.groupby(keys.SPECIMEN).cumcount() if keys.UNIT not in df else df[keys.UNIT].to_numpy()
-    return ModalityData(obs, values.astype(np.float32), tuple(features))
+        obs[keys.SPECIMEN] = obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str)
+        if compact:
+            obs[keys.SPECIMEN] = obs[keys.SPECIMEN].astype("category")
+    given = keys.UNIT in df
+    obs[keys.UNIT] = df[keys.UNIT].to_numpy() if given else obs.groupby(keys.SPECIMEN, observed=True).cumcount()
+    return obs
+
+
+def _group_codes(meta: pd.DataFrame, compact: bool) -> np.ndarray:
+    """One integer per row naming its distinct metadata combination, numbered in order of first appearance."""
+    cols = list(meta.columns)
+    if not compact:
+        return meta.astype(str).groupby(cols, sort=False, dropna=False).ngroup().to_numpy()
+    # Factorised columns (no text copy of millions of rows); values equal as text stay one group.
+    factors = pd.DataFrame(
+        {c: pd.factorize(meta[c].astype(str) if meta[c].dtype == object else meta[c])[0] for c in cols}
+    )
+    return factors.groupby(cols, sort=False).ngroup().to_numpy() if cols else np.zeros(len(meta), dtype=np.int64)
+
+
+def _broadcast(groups: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
+    """Rows ``groups.iloc[codes]``, text columns as categoricals (codes, not one string a row)."""
+    out = {}
+    for col in groups.columns:
+        values = groups[col]
+        if values.dtype == object:
+            cat = pd.Categorical(values)
+            out[col] = pd.Categorical.from_codes(cat.codes[codes], categories=cat.categories)
+        else:
+            out[col] = values.to_numpy()[codes]
+    return pd.DataFrame(out)
 
 
 def _missing(value: object) -> bool:
