@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every bench, in the order they run; efficiency is opt-in (it takes long).
-BENCHES = ("simulator", "acquisition", "model_fit", "plates", "e2e", "scale", "efficiency")
+BENCHES = ("simulator", "acquisition", "model_fit", "plates", "e2e", "scale", "atlas", "efficiency")
 OPT_IN = ("efficiency",)
 
 

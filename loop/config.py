@@ -35,6 +35,24 @@ class SettingError(ValueError):
     """A setting that cannot work with this world or data, found once the run has started."""
 
 
+def _data_location(data: str) -> str:
+    """``data`` made absolute (so ``--resume`` works from any folder), checked to exist.
+
+    Raises:
+        ValueError: If no file, directory or matching ``.h5ad`` file is there.
+    """
+    from simulators.lab_formats import is_screen_pattern
+
+    path = Path(data).expanduser()
+    if is_screen_pattern(path) and not path.is_dir():  # a glob: its folder must hold a match
+        if not any(path.parent.resolve().glob(path.name)):
+            raise ValueError(f"--data {data}: no file matches")
+        return str(path.parent.resolve() / path.name)
+    if not path.exists():
+        raise ValueError(f"--data {data}: no such file or directory")
+    return str(path.resolve())
+
+
 @dataclass
 class RunConfig:
     """Everything that determines a run (timings and paths aside).
@@ -52,7 +70,8 @@ class RunConfig:
             proposing; ``loop.propose`` lays it on plates and ``loop.ingest``
             feeds the readout back; the space comes from ``data`` if given,
             else from the ``world`` preset).
-        data: Lab data file (``.h5ad``, ``.csv`` or ``.parquet``).
+        data: Lab data: a ``.h5ad``, ``.csv`` or ``.parquet`` file, or a directory or glob of
+            ``.h5ad`` files read as one screen (one file per plate or cell line).
         n_members: Ensemble members.
         initial_size: Space-filling queries of the initial design (controls in
             every context come on top).
@@ -135,10 +154,8 @@ class RunConfig:
             raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS.names)}")
         if self.oracle == "lab" and not self.data:
             raise ValueError("--oracle lab needs --data FILE")
-        if self.data and not Path(self.data).is_file():
-            raise ValueError(f"--data {self.data}: no such file")
-        if self.data:  # stored absolute, so --resume works from any folder
-            self.data = str(Path(self.data).resolve())
+        if self.data:
+            self.data = _data_location(self.data)
         if not 0 < self.initial_budget_fraction <= 1:
             raise ValueError(f"initial_budget_fraction must be in (0, 1], got {self.initial_budget_fraction}")
         if self.workers is not None and self.workers < 1:

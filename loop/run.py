@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"sim (simulator), lab (measured data, pool mode) or plates (prospective) ({DEFAULTS.oracle})",
     )
-    p.add_argument("--data", default=None, help="lab data file for --oracle lab (.h5ad, .csv, .parquet)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="lab data for --oracle lab: a .h5ad, .csv or .parquet file, or a directory or glob of .h5ad files",
+    )
     p.add_argument(
         "--out",
         default=None,

@@ -112,3 +112,31 @@ def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_pa
     assert (obs.groupby(keys.SPECIMEN)[keys.ROUND].nunique() == 1).all()  # each sample handed out once
     assert obs[keys.SPECIMEN].nunique() <= n_conditions and len(metrics) >= 1
     assert set(obs[keys.PERTURBATION]) >= {"control", "GATA1+KLF1"}
+
+
+def test_a_directory_of_per_line_files_is_one_screen_from_the_command_line(tmp_path, ray_session):
+    """Atlases ship one file per plate or cell line: ``--data DIR`` (or a glob) replays them together, lazily."""
+    from loop.run import main
+
+    whole = tmp_path / "whole.h5ad"
+    _one_sample_atlas(whole)
+    a = ad.read_h5ad(whole)
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for line in ("K562", "RPE1"):
+        a[a.obs["cell_line"] == line].copy().write_h5ad(plates / f"{line}.h5ad")
+    with pytest.raises(ValueError, match="no file matches"):
+        RunConfig(oracle="lab", data=str(tmp_path / "nowhere" / "*.h5ad")).validate()
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        'oracle = "lab"\nbudget = 10\nbatch_size = 4\nn_members = 2\ninitial_size = 8\nheldout_per_axis = 0\n'
+        'strategy = "random"\nmodel_options = {max_steps = 40, warm_steps = 20}\ndata_mapping = {lazy = true}\n'
+    )
+    root = tmp_path / "run"
+    assert (
+        main(["--config", str(cfg), "--data", str(plates / "*.h5ad"), "--out", str(root), "--quiet", "--no-report"])
+        == 0
+    )
+    obs = Ledger(root).load().modalities["rna"].obs
+    assert set(obs[keys.CELL_LINE]) == {"K562", "RPE1"}  # conditions of both files were measured
+    assert (root / "checkpoints" / "finished.json").is_file()
