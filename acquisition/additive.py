@@ -19,9 +19,6 @@ class AdditiveAcquisition(AcquisitionFunction):
         X_pending: ``(p, d)`` points already chosen.
     """
 
-    #: The value of a batch is the sum of its points' values (the greedy loop scores once).
-    additive = True
-
     def __init__(self, model, X_pending: torch.Tensor | None = None) -> None:  # noqa: ANN001
         super().__init__(model)
         self.set_X_pending(X_pending)

@@ -1,6 +1,6 @@
 """The base of every BoTorch-backed strategy: pool, encoding, time limit, greedy batches, budget.
 
-A subclass builds only its acquisition function (:meth:`BotorchStrategy._acqf`).
+A subclass builds only its acquisition function (:meth:`BotorchStrategy.build_acqf`).
 The base
 
 1. draws a candidate pool (``space.sample``, seeded by ``rng``, deduplicated,
@@ -10,9 +10,9 @@ The base
    remaining affordable candidate jointly with the ``j`` already chosen (set
    as ``X_pending``; joint acquisition functions therefore diversify the
    batch) and takes the largest *marginal gain* per ``cost ** cost_exponent``
-   (``cost_exponent = 0`` for plain strategies, 1 for ``cost_aware``); an
-   acquisition function flagged ``additive = True`` (its batch value is the
-   sum of its points' values) is scored once and the gains reused;
+   (``cost_exponent = 0`` for plain strategies, 1 for ``cost_aware``); where
+   :meth:`BotorchStrategy.scores_once` says the batch value is the sum of its
+   points' values, the pool is scored once and the gains reused;
 4. what it proposes is set by counts (pool size, chunks, greedy steps); the
    time limit is only a safety net, far above what a proposal takes, that
    marks the :class:`~acquisition.base.Proposal` ``truncated`` when it binds:
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction
 
+from acquisition.additive import AdditiveAcquisition
 from acquisition.base import DEFAULT_TIME_LIMIT_S, Proposal, Strategy
 from acquisition.readouts import build_pool_model, pool_positions
 from experiment_design import DesignSpace, MeasurementBatch, Query
@@ -117,7 +118,7 @@ class BotorchStrategy(Strategy):
 
     # ------------------------------------------------------------ subclass API
     @abstractmethod
-    def _acqf(
+    def build_acqf(
         self,
         model: object,
         space: DesignSpace,
@@ -135,9 +136,17 @@ class BotorchStrategy(Strategy):
 
         """
 
-    def _information_offset(self, acqf: AcquisitionFunction) -> float:
+    def information_offset(self, acqf: AcquisitionFunction) -> float:
         """Acquisition value of the empty batch (0 for information measures)."""
         return 0.0
+
+    def scores_once(self, acqf: AcquisitionFunction) -> bool:
+        """Whether the batch value is the sum of its points' values, so the greedy loop scores the pool once.
+
+        True for :class:`~acquisition.additive.AdditiveAcquisition`; a
+        strategy that ranks candidates by their own value overrides it.
+        """
+        return isinstance(acqf, AdditiveAcquisition)
 
     # ---------------------------------------------------------------- propose
     def propose(
@@ -172,7 +181,7 @@ class BotorchStrategy(Strategy):
             slot_price = spend / q
         with torch.no_grad():
             n_drawn = len(pool.queries)
-            acqf, pool = self._acqf(model, space, pool, ledger, rng, start + SETUP_SHARE * self.time_limit_s)
+            acqf, pool = self.build_acqf(model, space, pool, ledger, rng, start + SETUP_SHARE * self.time_limit_s)
             chosen = self._greedy(acqf, pool, q, spend, rng, deadline, slot_price)
         # The time limit shaped this proposal (pool, set-up or scoring cut short): it may differ on another machine.
         truncated = truncated or len(pool.queries) < n_drawn or time.monotonic() > deadline
@@ -230,9 +239,9 @@ class BotorchStrategy(Strategy):
         divisor = (pool.cost[order] + slot_price) ** self.cost_exponent
         free = np.ones(len(order), dtype=bool)
         chosen: list[int] = []
-        spent, baseline = 0.0, self._information_offset(acqf)
+        spent, baseline = 0.0, self.information_offset(acqf)
         last_gain: np.ndarray | None = None
-        additive = bool(getattr(acqf, "additive", False))
+        additive = self.scores_once(acqf)
         while len(chosen) < q:
             fits = free & (pool.cost[order] <= budget_left - spent + 1e-9)
             if not fits.any():
@@ -293,7 +302,7 @@ class EnsemblePoolStrategy(BotorchStrategy):
     #: Acquisition function class, built as ``acqf_class(pool_model)``.
     acqf_class: type[AcquisitionFunction]
 
-    def _acqf(
+    def build_acqf(
         self,
         model: object,
         space: DesignSpace,
@@ -302,5 +311,6 @@ class EnsemblePoolStrategy(BotorchStrategy):
         rng: np.random.Generator,
         deadline: float,
     ) -> tuple[AcquisitionFunction, Pool]:
+        """The batch acquisition function of the base class's ``acqf_class`` over a pool ensemble model."""
         pool_model, n = build_pool_model(model, space, pool.queries, pool.X, rng, deadline=deadline)
         return self.acqf_class(pool_model), pool.truncate(n)

@@ -70,7 +70,7 @@ class CostAwareStrategy(BotorchStrategy):
             raise ValueError(f"CostAwareStrategy: pace must be >= 1 (or None), got {pace}")
         self.pace = pace
 
-    def _acqf(
+    def build_acqf(
         self,
         model: object,
         space: DesignSpace,
@@ -79,7 +79,13 @@ class CostAwareStrategy(BotorchStrategy):
         rng: np.random.Generator,
         deadline: float,
     ) -> tuple[AcquisitionFunction, Pool]:
-        return self.base._acqf(model, space, pool, ledger, rng, deadline)
+        """The base strategy's acquisition function (the cost enters through ``cost_exponent``)."""
+        return self.base.build_acqf(model, space, pool, ledger, rng, deadline)
 
-    def _information_offset(self, acqf: AcquisitionFunction) -> float:
-        return self.base._information_offset(acqf)
+    def information_offset(self, acqf: AcquisitionFunction) -> float:
+        """The base strategy's value of the empty batch."""
+        return self.base.information_offset(acqf)
+
+    def scores_once(self, acqf: AcquisitionFunction) -> bool:
+        """As the base strategy."""
+        return self.base.scores_once(acqf)

@@ -14,7 +14,7 @@ BoTorch view, with ``f̄`` the ensemble mean:
  BoTorch's
 ``qUpperConfidenceBound`` with an ``IndexSampler`` (one sample = one member)
 scores each candidate (q = 1), and the batch is the top-q candidates by that
-bound (flagged ``additive`` for the greedy loop). A joint qUCB batch values
+bound (:meth:`DiscoveryStrategy.scores_once`). A joint qUCB batch values
 only its maximum, so after the first pick the greedy gains are ~0 and the
 rest of the batch is noise; a hit hunter wants the q best candidates instead.
 """
@@ -113,7 +113,7 @@ class DiscoveryStrategy(BotorchStrategy):
         self.n_samples = n_samples
         self.target = target
 
-    def _acqf(
+    def build_acqf(
         self,
         model: object,
         space: DesignSpace,
@@ -122,9 +122,12 @@ class DiscoveryStrategy(BotorchStrategy):
         rng: np.random.Generator,
         deadline: float,
     ) -> tuple[AcquisitionFunction, Pool]:
+        """QUCB of the chosen objective over the model's BoTorch view (one sample per member)."""
         view = model.to_botorch()
         sampler = IndexSampler(torch.Size([self.n_samples]), seed=int(rng.integers(2**31 - 1)))
         objective = OBJECTIVES[self.target](view, space)
-        acqf = qUpperConfidenceBound(view, beta=self.beta, sampler=sampler, objective=objective)
-        acqf.additive = True  # rank candidates by their own bound (see the module docstring)
-        return acqf, pool
+        return qUpperConfidenceBound(view, beta=self.beta, sampler=sampler, objective=objective), pool
+
+    def scores_once(self, acqf: AcquisitionFunction) -> bool:
+        """Rank candidates by their own bound (see the module docstring)."""
+        return True

@@ -192,7 +192,7 @@ class FisherStrategy(BotorchStrategy):
         """The members' parameter posteriors and the candidates' information (the model's own fit)."""
         return model.laplace(queries)
 
-    def _acqf(
+    def build_acqf(
         self,
         model: object,
         space: DesignSpace,
@@ -201,10 +201,11 @@ class FisherStrategy(BotorchStrategy):
         rng: np.random.Generator,
         deadline: float,
     ) -> tuple[AcquisitionFunction, Pool]:
+        """Parameter information of the members' Laplace posteriors (readout EIG for a model without them)."""
         if not isinstance(model, LaplaceModel):
             from acquisition.eig import EIGStrategy  # a model without intervention parameters: readout EIG
 
-            return EIGStrategy(self.time_limit_s, self.pool_size, self.chunk_size)._acqf(
+            return EIGStrategy(self.time_limit_s, self.pool_size, self.chunk_size).build_acqf(
                 model, space, pool, ledger, rng, deadline
             )
         members, support, factors = self._laplace(model, pool.queries)

@@ -80,6 +80,10 @@ class ClosedFormNIPV(AcquisitionFunction):
     @t_batch_mode_transform()
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """``(b,)`` values for ``X`` ``(b, q, d)`` jointly with the pending points."""
+        return self.joint_value(X)
+
+    def joint_value(self, X: torch.Tensor) -> torch.Tensor:
+        """``(b,)`` values of the joint formula for encodings ``X`` ``(b, q, d)`` with the pending points."""
         b, q, d = X.shape
         P = self.X_pending if self.X_pending is not None else X.new_zeros(0, d)
         Z = self.mc_points
@@ -204,7 +208,7 @@ class PooledNIPV(ClosedFormNIPV):
         """``(b,)`` values for pool positions ``X`` ``(b, q, 1)`` jointly with the pending points."""
         rows = pool_rows(X, len(self.X_pool))  # (b, q)
         if X.shape[-2] > 1:
-            return ClosedFormNIPV.forward.__wrapped__(self, self.X_pool[rows])
+            return self.joint_value(self.X_pool[rows])
         rows = rows[:, 0]
         cz, dx = self._cz_p[rows], self._d_p[rows]  # (b, m), (b,)
         reduction = cz.pow(2) / (dx + self._noise_pool[rows]).unsqueeze(-1)
@@ -279,7 +283,7 @@ class NIPVStrategy(BotorchStrategy):
             )
         return gp.eval(), noise
 
-    def _acqf(
+    def build_acqf(
         self,
         model: object,
         space: DesignSpace,
@@ -288,11 +292,12 @@ class NIPVStrategy(BotorchStrategy):
         rng: np.random.Generator,
         deadline: float,
     ) -> tuple[AcquisitionFunction, Pool]:
+        """Closed-form NIPV over a GP surrogate fitted to the ensemble (pool positions as inputs)."""
         gp, noise = self.fit_surrogate(model, space, pool, rng, max(deadline - time.monotonic(), 0.1))
         mc = pool.X[np.sort(rng.choice(len(pool.queries), size=min(self.mc_points, len(pool.queries)), replace=False))]
         per_assay = torch.tensor([noise / len(a.modalities) for a in space.assays], dtype=torch.float64)
         return PooledNIPV(gp, mc, per_assay, space.encoding.assay_dim, pool.X), pool
 
-    def _information_offset(self, acqf: AcquisitionFunction) -> float:
+    def information_offset(self, acqf: AcquisitionFunction) -> float:
         """Negative integrated variance before any new point (so gains are variance reductions)."""
         return acqf.prior_value()

@@ -5,7 +5,10 @@ Every splitter holds out one *axis* of generalisation and defines leakage by a
 side, ``rule.blocks(q)`` that it must never be trained on (every test query is
 blocked; strict modes block more). Queries that are blocked but not test are
 dropped. By construction no train query is blocked, which the property tests
-check for random designs.
+check for random designs. The rules are built by :func:`context_rule`,
+:func:`combination_rule` and :func:`condition_rule` (joined by :func:`any_of`),
+the same constructors the loop's stress sets use
+(:func:`experiment_design.stress.stress_rule`).
 
 Axes and their leakage definitions:
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,6 +112,68 @@ def apply_rule(queries: Sequence[Query], rule: HoldOut, report: dict | None = No
     )
 
 
+def any_of(axis: str, *rules: HoldOut) -> HoldOut:
+    """The union of rules: a query is test (blocked) when any rule says so."""
+    return HoldOut(axis, lambda q: any(r.is_test(q) for r in rules), lambda q: any(r.blocks(q) for r in rules))
+
+
+def context_rule(held: Iterable[str | Context], by: str = "context") -> HoldOut:
+    """Whole contexts held out: a query in one is test and blocked.
+
+    Args:
+        held: Held-out values: :class:`Context` objects (``by = "context"``),
+            or cell-line / site names.
+        by: ``"context"``, ``"cell_line"`` or ``"site"``.
+
+    """
+    if by not in ("context", "cell_line", "site"):
+        raise ValueError(f"context_rule: by must be 'context', 'cell_line' or 'site', got {by!r}")
+    held = frozenset(held)
+
+    def is_test(q: Query) -> bool:
+        return (q.context if by == "context" else getattr(q.context, by)) in held
+
+    return HoldOut(by, is_test, is_test)
+
+
+def combination_rule(held: Iterable[Iterable[str]], strict: bool = False) -> HoldOut:
+    """Target sets held out at any dose; ``strict`` also blocks combinations sharing a component.
+
+    Args:
+        held: Held-out target sets (order ≥ 2).
+        strict: Block every combination sharing a target with a held-out one
+            (single-target queries of the components stay trainable).
+
+    """
+    held = frozenset(frozenset(t) for t in held)
+    parts = frozenset().union(*held)
+
+    def is_test(q: Query) -> bool:
+        return frozenset(q.perturbation.targets) in held
+
+    def blocks(q: Query) -> bool:
+        t = frozenset(q.perturbation.targets)
+        return t in held or (strict and len(t) >= 2 and bool(t & parts))
+
+    return HoldOut("combination", is_test, blocks)
+
+
+def condition_rule(queries: Iterable[Query]) -> HoldOut:
+    """Held-out queries: test by query id; blocked also when any assay repeats their condition.
+
+    The condition is the perturbation (targets and doses), the time and the
+    context; training on another assay of it would leak the held-out state.
+    """
+    queries = list(queries)
+    ids = frozenset(q.query_id for q in queries)
+    conds = frozenset((q.perturbation, q.time_h, q.context) for q in queries)
+    return HoldOut(
+        "condition",
+        lambda q: q.query_id in ids,
+        lambda q: q.query_id in ids or (q.perturbation, q.time_h, q.context) in conds,
+    )
+
+
 def _check(queries: Sequence[Query], frac: float, where: str) -> None:
     if not queries:
         raise ValueError(f"{where}: no queries to split")
@@ -145,17 +210,7 @@ def split_combinations(
         raise ValueError("split_combinations: the queries contain no combination (order >= 2)")
     n = max(1, int(round(frac * len(combos))))
     held = frozenset(combos[i] for i in rng.choice(len(combos), size=n, replace=False))
-    parts = frozenset().union(*held)
-
-    def is_test(q: Query) -> bool:
-        return frozenset(q.perturbation.targets) in held
-
-    def blocks(q: Query) -> bool:
-        t = frozenset(q.perturbation.targets)
-        return t in held or (strict and len(t) >= 2 and bool(t & parts))
-
-    rule = HoldOut("combination", is_test, blocks)
-    split = apply_rule(queries, rule)
+    split = apply_rule(queries, combination_rule(held, strict))
     trained = [frozenset(queries[i].perturbation.targets) for i in split.train]
     singles = {next(iter(t)) for t in trained if len(t) == 1}
     train_combos = {t for t in trained if len(t) >= 2}
@@ -458,11 +513,7 @@ def split_contexts(
         k = min(max(1, n_held_out), len(values) - 1)
         held_out = [values[i] for i in rng.choice(len(values), size=k, replace=False)]
     held = frozenset(held_out)
-
-    def is_test(q: Query) -> bool:
-        return value(q) in held
-
-    split = apply_rule(queries, HoldOut(by, is_test, is_test))
+    split = apply_rule(queries, context_rule(held, by))
     labels = {queries[i].perturbation.label for i in split.train}
     conds = {(queries[i].perturbation.label, queries[i].time_h) for i in split.train}
     test = [queries[i] for i in split.test]

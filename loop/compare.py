@@ -230,6 +230,41 @@ def _guarded(runner: Callable[[RunSpec], dict], spec: RunSpec) -> dict:
     return {"run": spec.name, **out, "wall_s": time.perf_counter() - t0}
 
 
+def _execute_on_ray(
+    todo: list[RunSpec],
+    runner: Callable[[RunSpec], dict],
+    workers: int | None,
+    address: str | None,
+    done: Callable[[dict, RunSpec], None],
+) -> None:
+    """Run ``todo`` as Ray tasks (one CPU each), calling ``done`` with each outcome as it arrives."""
+    import ray
+
+    from loop.distributed import init_ray
+
+    started = init_ray(address, workers)
+    try:
+        # A run's own errors come back as a "failed" outcome (_guarded); Ray retries only a run whose
+        # worker or node died, and the retry resumes the run from its last finished step. SPREAD puts
+        # the runs on as many nodes as the cluster has (Ray's default packs a node before the next).
+        task = ray.remote(num_cpus=1, max_retries=RUN_RETRIES, scheduling_strategy="SPREAD")(_guarded)
+        by_ref = {task.remote(runner, spec): spec for spec in todo}
+        pending = list(by_ref)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            spec = by_ref[ready[0]]
+            try:
+                outcome = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # lost RUN_RETRIES + 1 times: report it, keep the others
+                outcome = {"run": spec.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                outcome["wall_s"] = float("nan")
+                _mark_lost(spec, exc)
+            done(outcome, spec)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def execute(
     specs: list[RunSpec],
     runner: Callable[[RunSpec], dict] = run_one,
@@ -272,35 +307,7 @@ def execute(
         for spec in todo:
             done(_guarded(runner, spec), spec)
         return outcomes
-    import ray
-
-    from loop.distributed import init_ray
-
-    started = init_ray(address, workers)
-    try:
-        # A run's own errors come back as a "failed" outcome (_guarded); Ray retries only a run whose
-        # worker or node died, and the retry resumes the run from its last finished step. SPREAD puts
-        # the runs on as many nodes as the cluster has (Ray's default packs a node before the next).
-        task = ray.remote(num_cpus=1, max_retries=RUN_RETRIES, scheduling_strategy="SPREAD")(_guarded)
-        by_ref = {task.remote(runner, spec): spec for spec in todo}
-        pending = list(by_ref)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            spec = by_ref[ready[0]]
-            try:
-                outcome = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:  # lost RUN_RETRIES + 1 times: report it, keep the others
-                outcome = {
-                    "run": spec.name,
-                    "status": "failed",
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "wall_s": float("nan"),
-                }
-                _mark_lost(spec, exc)
-            done(outcome, spec)
-    finally:
-        if started:
-            ray.shutdown()
+    _execute_on_ray(todo, runner, workers, address, done)
     return outcomes
 
 

@@ -9,6 +9,10 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiment_design import DesignSpace
 
 WORLDS = ("small", "default", "large")
 #: Keys of config.json that must match when a run is resumed.
@@ -182,6 +186,16 @@ class RunConfig:
             if not float(cost) > 0:
                 raise ValueError(f"cost of assay {name!r} must be positive, got {cost}")
         return self
+
+    def build_model(self, space: DesignSpace) -> object:
+        """The run's model, untrained: ``MODELS[model](space, n_members, seed, **model_options)``.
+
+        Plug-in modules of :attr:`plugins` must be loaded first
+        (:func:`experiment_design.registry.load_plugins`).
+        """
+        from models.registry import MODELS
+
+        return MODELS.get(self.model)(space, n_members=self.n_members, seed=self.seed, **self.model_options)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""

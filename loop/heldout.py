@@ -1,12 +1,12 @@
 """Held-out stress sets of a run: chosen by the seed, measured once, never trained on.
 
 At the start of a run the four evaluation axes (modality, scale, context,
-intervention; :func:`models.evaluation.make_stress_sets`) get their query
-sets, drawn from the run's seed; the oracle measures them once, free of the
+intervention; :mod:`experiment_design.stress`) get their query sets, drawn
+from the run's seed; the oracle measures them once, free of the
 budget, and each is stored as ``heldout/<axis>.parquet`` (the ledger's Arrow
-layout). Every query the stress sets would leak into (a held-out cell line,
-the target set of a held-out combination, a held-out condition) is kept out of
-training: :meth:`HeldOut.trainable` filters the ledger before each fit, and
+layout). Every query their rule blocks (:func:`~experiment_design.stress.stress_rule`:
+a held-out cell line, the target set of a held-out combination, a held-out
+condition) is kept out of training: :meth:`HeldOut.trainable` filters the ledger before each fit, and
 the study drops such queries from proposals. For lab data the sets are drawn
 from the pool (and so held out of it).
 """
@@ -21,43 +21,11 @@ import pandas as pd
 
 from experiment_design import DesignSpace, MeasurementBatch, Query, keys
 from experiment_design.splits import queries_of_obs
+from experiment_design.stress import held_contexts, held_target_sets, make_stress_sets, pool_stress_sets, stress_rule
 from loop.config import SettingError
+from loop.rounds import RoundStore
 from loop.storage import read_table, write_table
-from models.evaluation import RiskReport, evaluate, make_stress_sets, stress_blocks
-
-AXES = ("modality", "scale", "context", "intervention")
-
-
-def pool_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: int) -> dict[str, list[Query]]:
-    """Stress sets drawn from a pool space (measured data): conditions that exist.
-
-    ``context``: conditions of one held-out cell line (when there are several);
-    ``intervention``: combinations, else singles, in the other lines;
-    ``modality``: anchor assays; ``scale``: tissue assays.
-    """
-    pool = list(space.pool)
-    lines = sorted({q.context.cell_line for q in pool})
-    out: dict[str, list[Query]] = {}
-
-    def pick(qs: list[Query]) -> list[Query]:
-        idx = rng.permutation(len(qs))[:n_per_axis]
-        return [qs[i] for i in sorted(idx)]
-
-    held = lines[int(rng.integers(len(lines)))] if len(lines) > 1 else None
-    rest = [q for q in pool if q.context.cell_line != held]
-    if held is not None:
-        out["context"] = pick([q for q in pool if q.context.cell_line == held])
-    combos = [q for q in rest if q.perturbation.order >= 2] or [q for q in rest if q.perturbation.order == 1]
-    if combos:
-        out["intervention"] = pick(combos)
-    anchors = [q for q in rest if space.assay(q.assay).is_anchor]
-    if anchors:
-        out["modality"] = pick(anchors)
-    tissue = [q for q in rest if space.assay(q.assay).scale.value == "tissue"]
-    if tissue:
-        out["scale"] = pick(tissue)
-    # Half of the stored conditions at most, so training keeps the larger part.
-    return {a: qs for a, qs in out.items() if qs and len(qs) < max(2, len(pool) // 2)}
+from models.evaluation import RiskReport, evaluate
 
 
 class HeldOut:
@@ -71,26 +39,11 @@ class HeldOut:
     """
 
     def __init__(self, root: str | Path, space: DesignSpace, seed: int, n_per_axis: int = 8) -> None:
-        self.dir = Path(root) / "heldout"
+        self.dir = RoundStore(root).heldout_dir
         rng = np.random.default_rng([seed, 0x4E1D])
         self.sets = pool_stress_sets(space, rng, n_per_axis) if space.pool else make_stress_sets(space, rng, n_per_axis)
-        self._blocks = stress_blocks(self.sets)
-        held_ids = {q.query_id for qs in self.sets.values() for q in qs}
-        self.blocked: Callable[[Query], bool] = lambda q: q.query_id in held_ids or self._blocks(q)
-
-    @property
-    def held_contexts(self) -> tuple:
-        """Contexts held out whole (those of the ``context`` set no other axis uses)."""
-        other = {q.context for a, qs in self.sets.items() if a != "context" for q in qs}
-        held = {q.context for q in self.sets.get("context", ())} - other
-        return tuple(sorted(held, key=lambda c: (c.cell_line, c.site)))
-
-    @property
-    def held_target_sets(self) -> tuple:
-        """Target sets of the held-out combinations (never proposed at any dose)."""
-        return tuple(
-            sorted({q.perturbation.targets for qs in self.sets.values() for q in qs if q.perturbation.order >= 2})
-        )
+        self.rule = stress_rule(self.sets)
+        self.blocked: Callable[[Query], bool] = self.rule.blocks
 
     def restrict(self, space: DesignSpace) -> DesignSpace:
         """The space to propose from: held-out contexts and combinations closed, pool less blocked conditions."""
@@ -100,7 +53,10 @@ class HeldOut:
         if space.pool and not pool:
             raise SettingError("every condition of the data is held out for evaluation; lower heldout_per_axis")
         return dataclasses.replace(
-            space, pool=pool, held_out_contexts=self.held_contexts, held_out_target_sets=self.held_target_sets
+            space,
+            pool=pool,
+            held_out_contexts=held_contexts(self.sets),
+            held_out_target_sets=held_target_sets(self.sets),
         )
 
     def specimens(self) -> set[str]:

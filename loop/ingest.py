@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiment_design import MeasurementBatch, ModalityData, Perturbation, keys
+from experiment_design import MeasurementBatch, ModalityData, Perturbation, Query, keys
 from experiment_design.modalities import is_counts, modality_names
 from experiment_design.plate_layout import EMPTY, PlateLayout, row_query
 from loop.ledger import Ledger
@@ -135,15 +135,8 @@ def known_features(ledger: Ledger) -> dict[str, tuple[str, ...]]:
     return {m: d.var_names for m, d in ledger.read_round(rounds[-1]).modalities.items()} if rounds else {}
 
 
-def to_batch(
-    df: pd.DataFrame,
-    path: Path,
-    layout: PlateLayout,
-    space: object,
-    features_of: dict[str, tuple[str, ...]],
-    allow_missing: bool = False,
-) -> MeasurementBatch:
-    """Check every row against the layout and build the round's batch (see the module docstring)."""
+def _row_queries(df: pd.DataFrame, path: Path, layout: PlateLayout, space: object) -> list[tuple[Query, int, tuple]]:
+    """Per readout row: its query, replicate and (plate, well), checked against the layout."""
     for col in (keys.PLATE, keys.WELL):
         if col not in df.columns:
             raise ReadoutError(f"{path}: missing column {col!r}; a readout needs plate, well and feature columns")
@@ -151,7 +144,7 @@ def to_batch(
     wells = {(p, well_key(w)): i for i, (p, w) in enumerate(zip(table[keys.PLATE], table[keys.WELL], strict=True))}
     plates = set(table[keys.PLATE])
     unplated = {q.query_id: q for q in layout.unplated}
-    queries_by_row, meta_rows = [], []
+    out = []
     for i, row in enumerate(df.to_dict("records")):
         where = f"{path}: row {i + 2}"
         plate, well = _text(row.get(keys.PLATE)), _text(row.get(keys.WELL))
@@ -171,9 +164,12 @@ def to_batch(
                 raise ReadoutError(f"{where}: well {plate}/{well} is empty in the layout; it holds no specimen")
             q, rep, pw = row_query(lrow), int(lrow[keys.REPLICATE]), (plate, well)
         _check_meta(row, q, space, where)
-        queries_by_row.append((q, rep, pw))
-        meta_rows.append(i)
-    mods = _modalities(df, path, queries_by_row, space)
+        out.append((q, rep, pw))
+    return out
+
+
+def _feature_columns(df: pd.DataFrame, path: Path, features_of: dict[str, tuple[str, ...]]) -> list[str]:
+    """The readout's feature columns; a numeric column that is no feature of the run is refused."""
     feats = [c for c in df.columns if c not in NON_FEATURES]
     if not feats:
         raise ReadoutError(f"{path}: no feature columns; add one numeric column per feature")
@@ -185,6 +181,11 @@ def to_batch(
                 f"{path}: column(s) {stray[:5]} are not features of this run (its modalities: "
                 f"{ {m: len(v) for m, v in features_of.items()} } features); remove or rename them"
             )
+    return feats
+
+
+def _group_rows(df: pd.DataFrame, path: Path, queries_by_row: list, mods: list[str]) -> dict[str, list]:
+    """Modality → rows ``(query, replicate, plate, well, unit, row index)``; duplicated units refused."""
     units = df[keys.UNIT] if keys.UNIT in df.columns else None
     seen: set = set()
     groups: dict[str, list] = {}
@@ -198,6 +199,13 @@ def to_batch(
         groups.setdefault(mod, []).append((q, rep, plate, well, unit, i))
     if units is None:
         _no_duplicate_wells(queries_by_row, mods, path)
+    return groups
+
+
+def _check_complete(
+    path: Path, layout: PlateLayout, space: object, queries_by_row: list, mods: list[str], allow_missing: bool
+) -> None:
+    """Every specimen of the layout has a readout of every modality of its assay (unless partial plates are allowed)."""
     measured = {(q.query_id, rep, mod) for (q, rep, _), mod in zip(queries_by_row, mods, strict=True)}
     expected = {(q.query_id, int(r), m) for q, r in _layout_specimens(layout) for m in space.assay(q.assay).modalities}
     missing = sorted(expected - measured)
@@ -207,27 +215,51 @@ def to_batch(
             f"{path}: {len(missing)} readout(s) of the layout are missing, e.g. {mod} of query {qid} "
             f"replicate {rep}; pass --allow-missing for partial plates"
         )
+
+
+def _modality_data(
+    df: pd.DataFrame, path: Path, mod: str, rows: list, cols: list[str], space: object, order: dict
+) -> ModalityData:
+    """One modality's rows in layout order, with the ledger's metadata per unit."""
+    rows = sorted(rows, key=lambda t: (order.get((t[0].query_id, t[1]), 1 << 30), t[5]))
+    idx = [t[5] for t in rows]
+    absent = [c for c in cols if c not in df.columns]
+    if absent:
+        raise ReadoutError(f"{path}: modality {mod} lacks feature column(s) {absent[:5]} the ledger has")
+    X = _numbers(df.iloc[idx][cols], path, idx, mod)
+    obs = []
+    counter: dict = {}
+    for q, rep, plate, well, unit, _ in rows:
+        dose_unit = keys.COMBO_SEP.join(space.target(t).dose_unit for t in q.perturbation.targets)
+        m = specimen_meta(q, rep, mod, plate, well, dose_unit)
+        k = counter.get((q.query_id, rep), 0)
+        m[keys.UNIT] = unit if unit is not None else k
+        counter[(q.query_id, rep)] = k + 1
+        obs.append(m)
+    return ModalityData(pd.DataFrame(obs), X, tuple(cols))
+
+
+def to_batch(
+    df: pd.DataFrame,
+    path: Path,
+    layout: PlateLayout,
+    space: object,
+    features_of: dict[str, tuple[str, ...]],
+    allow_missing: bool = False,
+) -> MeasurementBatch:
+    """Check every row against the layout and build the round's batch (see the module docstring)."""
+    queries_by_row = _row_queries(df, path, layout, space)
+    mods = _modalities(df, path, queries_by_row, space)
+    feats = _feature_columns(df, path, features_of)
+    groups = _group_rows(df, path, queries_by_row, mods)
+    _check_complete(path, layout, space, queries_by_row, mods, allow_missing)
     order = {(q.query_id, r): k for k, (q, r) in enumerate(_layout_specimens(layout))}
     out = {}
     for mod, rows in groups.items():
-        rows.sort(key=lambda t: (order.get((t[0].query_id, t[1]), 1 << 30), t[5]))
-        idx = [t[5] for t in rows]
         # A modality's features are the columns it fills (a CSV holding several modalities leaves the others blank).
+        idx = [t[5] for t in rows]
         cols = list(features_of.get(mod, [c for c in feats if df[c].iloc[idx].notna().any()]))
-        absent = [c for c in cols if c not in df.columns]
-        if absent:
-            raise ReadoutError(f"{path}: modality {mod} lacks feature column(s) {absent[:5]} the ledger has")
-        X = _numbers(df.iloc[idx][cols], path, idx, mod)
-        obs = []
-        counter: dict = {}
-        for q, rep, plate, well, unit, _ in rows:
-            dose_unit = keys.COMBO_SEP.join(space.target(t).dose_unit for t in q.perturbation.targets)
-            m = specimen_meta(q, rep, mod, plate, well, dose_unit)
-            k = counter.get((q.query_id, rep), 0)
-            m[keys.UNIT] = unit if unit is not None else k
-            counter[(q.query_id, rep)] = k + 1
-            obs.append(m)
-        out[mod] = ModalityData(pd.DataFrame(obs), X, tuple(cols))
+        out[mod] = _modality_data(df, path, mod, rows, cols, space, order)
     return MeasurementBatch(out)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from experiment_design import MeasurementBatch, keys
+from loop.rounds import RoundStore
 from loop.storage import RunFolderError, read_table, write_table
 
 SHARD = re.compile(r"^round-(\d{4})\.parquet$")
@@ -30,7 +31,7 @@ class Ledger:
     """
 
     def __init__(self, root: str | Path) -> None:
-        self.dir = Path(root) / "ledger"
+        self.dir = RoundStore(root).ledger_dir
 
     def path(self, round_index: int) -> Path:
         """Shard path of a round."""

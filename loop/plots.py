@@ -51,6 +51,21 @@ def _grid(n: int, ncols: int, w: float = 4.6, h: float = 3.2) -> tuple[plt.Figur
     return fig, list(axes.flat)
 
 
+def _strategy_curve(
+    ax: object, d: pd.DataFrame, col: str, grid: np.ndarray, bounds: tuple | None, style: dict, name: str
+) -> None:
+    """One strategy on one panel: its seeds (thin), the mean over seeds and its band."""
+    band = curve_band(d, col, grid)
+    few = d["seed"].nunique() < 3
+    low, high = (band["min"], band["max"]) if few else (band["low"], band["high"])
+    if bounds is not None:
+        low, high = low.clip(*bounds), high.clip(*bounds)
+    for _, g in d.sort_values("round").groupby("seed"):
+        ax.plot(g["spent"], g[col], lw=0.7, alpha=0.35, color=style["color"])
+    ax.plot(band["spent"], band["mean"], lw=2.2, label=f"{name} (n={d['seed'].nunique()})", **style)
+    ax.fill_between(band["spent"], low, high, color=style["color"], alpha=0.15, lw=0)
+
+
 def curves(
     results: pd.DataFrame,
     columns: list[str],
@@ -90,16 +105,7 @@ def curves(
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="0.4")
             continue
         for s in strategies:
-            d = results[results["strategy"] == s]
-            band = curve_band(d, col, grid)
-            few = d["seed"].nunique() < 3
-            low, high = (band["min"], band["max"]) if few else (band["low"], band["high"])
-            if bounds is not None:
-                low, high = low.clip(*bounds), high.clip(*bounds)
-            for _, g in d.sort_values("round").groupby("seed"):
-                ax.plot(g["spent"], g[col], lw=0.7, alpha=0.35, color=style[s]["color"])
-            ax.plot(band["spent"], band["mean"], lw=2.2, label=f"{s} (n={d['seed'].nunique()})", **style[s])
-            ax.fill_between(band["spent"], low, high, color=style[s]["color"], alpha=0.15, lw=0)
+            _strategy_curve(ax, results[results["strategy"] == s], col, grid, bounds, style[s], s)
         if target is not None and np.isfinite(target):
             ax.axhline(target, color="0.35", lw=1, ls=":")
             ax.annotate(
@@ -112,12 +118,9 @@ def curves(
             )
         ax.set_xlim(0, grid[-1] * 1.02)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if not handles:
-        for ax in axes:
-            handles, labels = ax.get_legend_handles_labels()
-            if handles:
-                break
+    handles, labels = next(
+        (h for h in (ax.get_legend_handles_labels() for ax in axes) if h[0]), axes[0].get_legend_handles_labels()
+    )
     if handles:
         fig.legend(
             handles,

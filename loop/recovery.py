@@ -99,22 +99,92 @@ def _load(run: RunData) -> tuple[object, GroundTruth, DesignSpace]:
     ckpts = RoundStore(run.root).model_paths()
     if not ckpts:
         raise RecoveryUnavailable("no model checkpoint in checkpoints/")
-    try:
-        import torch
+    import torch
 
-        import simulators
-        from models.registry import MODELS
+    import simulators
+    from experiment_design.registry import load_plugins
+    from loop.config import RunConfig
 
-        make_world = simulators.make_world
-        model_cls = MODELS.get("csl")
-    except (ImportError, AttributeError, KeyError) as exc:
-        raise RecoveryUnavailable(f"model or simulator API not available yet ({type(exc).__name__}: {exc})") from None
+    config = RunConfig.from_dict(cfg)
+    load_plugins(config.plugins)
     space = DesignSpace.from_dict(run.config["space"])
-    world = make_world(cfg["world"], seed=int(cfg["seed"]), **cfg.get("world_overrides", {}))
+    world = simulators.make_world(config.world, seed=config.seed, **config.world_overrides)
     torch.set_num_threads(1)
-    model = model_cls(space, n_members=int(cfg["n_members"]), seed=int(cfg["seed"]))
+    model = config.build_model(space)
     model.load_state_dict(torch.load(io.BytesIO(ckpts[-1].read_bytes()), weights_only=False))
     return model, _ground_truth(world), space
+
+
+def _probes(
+    space: DesignSpace, gt: GroundTruth, chosen: list[int], n_doses: int, max_pairs: int, seed: int
+) -> tuple[list[Query], dict, dict]:
+    """Probe queries: the control, a dose series per chosen target, each pair with its singles, 200 draws.
+
+    Returns:
+        The probes, target → (doses, first probe index), pair → probe index
+        of the pair (its singles follow).
+    """
+    ctx, t_h = space.open_contexts[0], float(space.time_range_h[1])
+    assay = space.rna_assay()
+    names = list(gt.targets)
+
+    def q(pert: Perturbation) -> Query:
+        return Query(pert, t_h, ctx, assay)
+
+    probes = [q(Perturbation.control())]
+    series = {}
+    for j in chosen:
+        doses = space.dose_series(names[j], n_doses)
+        series[j] = (doses, len(probes))
+        probes += [q(Perturbation((names[j],), (float(d),))) for d in doses]
+    inter = np.asarray(gt.interactions)
+    pairs = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))] if space.max_order >= 2 else []
+    pair_at = {}
+    for a, b in sorted(pairs, key=lambda p: -abs(inter[p]))[:max_pairs]:
+        da = float(space.unit_to_dose(space.target(names[a]).kind, 0.7))
+        db = float(space.unit_to_dose(space.target(names[b]).kind, 0.7))
+        pair_at[(a, b)] = len(probes)
+        probes += [
+            q(Perturbation((names[a], names[b]), (da, db))),
+            q(Perturbation((names[a],), (da,))),
+            q(Perturbation((names[b],), (db,))),
+        ]
+    probes += space.sample(200, np.random.default_rng([seed, 0xA11]))
+    return probes, series, pair_at
+
+
+def _dose_panels(gt: GroundTruth, series: dict, true: np.ndarray, aligned: np.ndarray) -> list[dict]:
+    """One panel per target: its most responsive program, true vs the members' aligned curves."""
+    names = list(gt.targets)
+    panels = []
+    for j, (doses, i0) in series.items():
+        sl = slice(i0, i0 + len(doses))
+        k = int(np.argmax(np.abs(true[sl] - true[0]).max(axis=0)))
+        m = aligned[:, sl, k]
+        panels.append(
+            {
+                "title": f"{names[j]} → {gt.programs[k] if k < len(gt.programs) else k}",
+                "dose": doses,
+                "true": true[sl, k],
+                "mean": m.mean(axis=0),
+                "low": m.min(axis=0),
+                "high": m.max(axis=0),
+            }
+        )
+    return panels
+
+
+def _interaction_signs(gt: GroundTruth, pair_at: dict, true: np.ndarray, mean: np.ndarray) -> tuple | None:
+    """True and learnt signs of the excess over additivity, on each pair's most non-additive program."""
+    if not pair_at:
+        return None
+    names = list(gt.targets)
+    t_s, l_s = [], []
+    for i in pair_at.values():
+        k = int(np.argmax(np.abs(true[i] - true[i + 1] - true[i + 2] + true[0])))
+        t_s.append(nonadditivity_sign(true[i, k], true[i + 1, k], true[i + 2, k], true[0, k]))
+        l_s.append(nonadditivity_sign(mean[i, k], mean[i + 1, k], mean[i + 2, k], mean[0, k]))
+    return np.array(t_s), np.array(l_s), [f"{names[a]}+{names[b]}" for a, b in pair_at]
 
 
 def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max_pairs: int = 12) -> Recovery:
@@ -130,67 +200,19 @@ def checkpoint_recovery(run: RunData, n_targets: int = 3, n_doses: int = 12, max
         RecoveryUnavailable: Lab run, no checkpoint, or the model / simulator API missing.
     """
     model, gt, space = _load(run)
-    ctx, t_h = space.open_contexts[0], float(space.time_range_h[1])
-    assay = space.rna_assay()
     strength = np.abs(np.asarray(gt.total_effect)).max(axis=1)
     chosen = [int(j) for j in np.argsort(-strength)[:n_targets]]
-    names = list(gt.targets)
-
-    def q(pert: Perturbation) -> Query:
-        return Query(pert, t_h, ctx, assay)
-
-    probes = [q(Perturbation.control())]
-    series = {}
-    for j in chosen:
-        doses = space.dose_series(names[j], n_doses)
-        series[j] = (doses, len(probes))
-        probes += [q(Perturbation((names[j],), (float(d),))) for d in doses]
-    inter = np.asarray(gt.interactions)
-    pairs = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))] if space.max_order >= 2 else []
-    pairs = sorted(pairs, key=lambda p: -abs(inter[p]))[:max_pairs]
-    pair_at = {}
-    for a, b in pairs:
-        da = float(space.unit_to_dose(space.target(names[a]).kind, 0.7))
-        db = float(space.unit_to_dose(space.target(names[b]).kind, 0.7))
-        pair_at[(a, b)] = len(probes)
-        probes += [
-            q(Perturbation((names[a], names[b]), (da, db))),
-            q(Perturbation((names[a],), (da,))),
-            q(Perturbation((names[b],), (db,))),
-        ]
-    probes += space.sample(200, np.random.default_rng([run.seed, 0xA11]))
+    probes, series, pair_at = _probes(space, gt, chosen, n_doses, max_pairs, run.seed)
     members = np.asarray(model.predict(probes).members["programs"], float)  # (M, n, K)
     true = np.asarray(gt.latent(probes), float)  # (n, K')
     A = affine_align(members.mean(axis=0), true)
     aligned = np.einsum("mnk,kj->mnj", np.concatenate([members, np.ones(members.shape[:2] + (1,))], axis=2), A)
-    panels = []
-    for j in chosen:
-        doses, i0 = series[j]
-        sl = slice(i0, i0 + len(doses))
-        k = int(np.argmax(np.abs(true[sl] - true[0]).max(axis=0)))
-        m = aligned[:, sl, k]
-        panels.append(
-            {
-                "title": f"{names[j]} → {gt.programs[k] if k < len(gt.programs) else k}",
-                "dose": doses,
-                "true": true[sl, k],
-                "mean": m.mean(axis=0),
-                "low": m.min(axis=0),
-                "high": m.max(axis=0),
-            }
-        )
-    signs = None
-    if pairs:
-        mean = aligned.mean(axis=0)
-        t_s, l_s = [], []
-        for i in pair_at.values():
-            k = int(np.argmax(np.abs(true[i] - true[i + 1] - true[i + 2] + true[0])))
-            t_s.append(nonadditivity_sign(true[i, k], true[i + 1, k], true[i + 2, k], true[0, k]))
-            l_s.append(nonadditivity_sign(mean[i, k], mean[i + 1, k], mean[i + 2, k], mean[0, k]))
-        signs = (np.array(t_s), np.array(l_s), [f"{names[a]}+{names[b]}" for a, b in pair_at])
+    ctx, t_h = space.open_contexts[0], float(space.time_range_h[1])
     note = (
-        f"Last checkpoint; context {ctx.cell_line}/{ctx.site}, {t_h:g} h, {assay}. Model programs aligned to the "
-        "true latent by an affine least-squares map on probe queries; band = range over ensemble members. "
+        f"Last checkpoint; context {ctx.cell_line}/{ctx.site}, {t_h:g} h, {space.rna_assay()}. Model programs aligned "
+        "to the true latent by an affine least-squares map on probe queries; band = range over ensemble members. "
         "Pairs at 70% of each dose range; sign of the excess over additivity on the most non-additive program."
     )
-    return Recovery(panels, signs, note)
+    return Recovery(
+        _dose_panels(gt, series, true, aligned), _interaction_signs(gt, pair_at, true, aligned.mean(0)), note
+    )

@@ -220,45 +220,17 @@ def _models_html(results: pd.DataFrame) -> str:
     return note + _table(table)
 
 
-def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
-    if REFERENCE in set(results["strategy"]):
-        table = headline_frame(headline(results, rng))
-        shown = pd.DataFrame(
-            {
-                "strategy": table["strategy"],
-                "seeds": table["n_seeds"],
-                "budget to reach (units)": table["budget_to_reach"],
-                "ratio to random": [
-                    "reference"
-                    if s == REFERENCE
-                    else (
-                        f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
-                        if np.isfinite(r)
-                        else (f"≥ {b:.2f} (censored)" if np.isfinite(b) else "never reaches")
-                    )
-                    for s, r, lo, hi, b in zip(
-                        table["strategy"],
-                        table["ratio_to_random"],
-                        table["ratio_ci_low"],
-                        table["ratio_ci_high"],
-                        table["ratio_lower_bound"],
-                        strict=True,
-                    )
-                ],
-                "paired Wilcoxon p": ["–" if not np.isfinite(p) else f"{p:.3g}" for p in table["wilcoxon_p"]],
-                "final identifiability": table["final_identifiability"].round(3),
-            }
-        )
-        note = (
-            "<p>Target per seed: the identifiability <code>random</code> has after spending its whole budget. "
-            "Budget to reach: first crossing on the spent axis, interpolated linearly between rounds, mean over "
-            "seeds. Ratio: geometric mean over seeds of the per-seed ratio to random's budget to reach, with a "
-            "95% percentile bootstrap interval over seeds (below 1 = fewer units than random). A strategy that "
-            "does not reach the target in some seed is reported as never reaching there; its ratio is then a "
-            "lower bound (those seeds counted at their whole budget). p: two-sided Wilcoxon signed-rank test "
-            "on the per-seed log ratios (with {n} seeds the smallest possible p is {pmin:.3g}).</p>"
-        ).format(n=int(table["n_seeds"].max()), pmin=2.0 ** (1 - int(table["n_seeds"].max())))
-        return note + _table(shown)
+def _ratio_text(strategy: str, r: float, lo: float, hi: float, bound: float) -> str:
+    """A headline ratio: ``r [lo, hi]``, a censored lower bound, or never reaches."""
+    if strategy == REFERENCE:
+        return "reference"
+    if np.isfinite(r):
+        return f"{r:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"≥ {bound:.2f} (censored)" if np.isfinite(bound) else "never reaches"
+
+
+def _own_reach_html(results: pd.DataFrame) -> str:
+    """Without random: each trajectory's own budget to 50% and 90% of its final identifiability."""
     rows = []
     for s, d in results.groupby("strategy"):
         reach = {f: [] for f in (0.5, 0.9)}
@@ -281,6 +253,43 @@ def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
         "<p>No <code>random</code> run here, so no ratio to random: the table gives each trajectory's own "
         "budget to reach 50% and 90% of its final identifiability.</p>" + _table(pd.DataFrame(rows))
     )
+
+
+def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
+    """The headline table: budget to reach random's final identifiability, as a ratio to random's."""
+    if REFERENCE not in set(results["strategy"]):
+        return _own_reach_html(results)
+    table = headline_frame(headline(results, rng))
+    shown = pd.DataFrame(
+        {
+            "strategy": table["strategy"],
+            "seeds": table["n_seeds"],
+            "budget to reach (units)": table["budget_to_reach"],
+            "ratio to random": [
+                _ratio_text(*row)
+                for row in zip(
+                    table["strategy"],
+                    table["ratio_to_random"],
+                    table["ratio_ci_low"],
+                    table["ratio_ci_high"],
+                    table["ratio_lower_bound"],
+                    strict=True,
+                )
+            ],
+            "paired Wilcoxon p": ["–" if not np.isfinite(p) else f"{p:.3g}" for p in table["wilcoxon_p"]],
+            "final identifiability": table["final_identifiability"].round(3),
+        }
+    )
+    note = (
+        "<p>Target per seed: the identifiability <code>random</code> has after spending its whole budget. "
+        "Budget to reach: first crossing on the spent axis, interpolated linearly between rounds, mean over "
+        "seeds. Ratio: geometric mean over seeds of the per-seed ratio to random's budget to reach, with a "
+        "95% percentile bootstrap interval over seeds (below 1 = fewer units than random). A strategy that "
+        "does not reach the target in some seed is reported as never reaching there; its ratio is then a "
+        "lower bound (those seeds counted at their whole budget). p: two-sided Wilcoxon signed-rank test "
+        "on the per-seed log ratios (with {n} seeds the smallest possible p is {pmin:.3g}).</p>"
+    ).format(n=int(table["n_seeds"].max()), pmin=2.0 ** (1 - int(table["n_seeds"].max())))
+    return note + _table(shown)
 
 
 def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] | None) -> str:
@@ -372,38 +381,10 @@ img{max-width:100%;height:auto}table.tbl{border-collapse:collapse;font-size:14px
 font-size:12px;overflow-x:auto}nav a{margin-right:14px}"""
 
 
-def build_html(
-    folder: Path, runs: list[RunData], recovery: Callable[[RunData], Recovery] | None = None, seed: int = 0
-) -> str:
-    """The report's HTML text.
-
-    Args:
-        folder: The run or study folder (for the title).
-        runs: Loaded runs (at least one with a scored round).
-        recovery: Returns the recovered-vs-true curves of a run, or raises
-            :class:`RecoveryUnavailable`; ``None`` leaves the section as a note.
-        seed: Seed of the bootstrap generator.
-    """
-    all_results = results_frame(runs)
-    results = scored_results(all_results)
-    models = sorted(results["model"].unique()) if "model" in results else ["csl"]
-    by_model = {m: results[results["model"] == m] for m in models} if len(models) > 1 else {"": results}
-    if len(models) > 1:  # one curve per model and strategy
-        results = results.assign(strategy=results["model"] + "/" + results["strategy"])
-    failed = [r for r in runs if r.failed]
-    if not len(results):
-        raise ValueError(
-            f"every run with a scored round failed ({', '.join(r.root.name for r in failed)}); nothing to average"
-        )
-    props = proposals_frame([r for r in runs if not r.failed])
-    study = len(runs) > 1 or (folder / "runs").is_dir()
-    space = runs[0].space
-    anchors = {a.name for a in space.assays if a.is_anchor}
-    parts_cols = sorted(c for c in results.columns if c.startswith("ident_"))
-    body = {}
+def _curve_sections(results: pd.DataFrame, target: float | None) -> dict[str, str]:
+    """The identifiability, identifiability-parts and risk sections (curves vs spent)."""
     unit = (0.0, 1.0)
-    ref = results[results["strategy"] == REFERENCE].sort_values("round").groupby("seed")["identifiability"].last()
-    target = float(ref.mean()) if study and len(ref) and len(models) == 1 else None
+    body = {}
     body["identifiability"] = _img(
         plots.curves(
             results,
@@ -418,6 +399,7 @@ def build_html(
         "<p>Thick line: mean over seeds; thin lines: single seeds; band: 95% t confidence interval of the mean "
         "(with fewer than three seeds: the seeds' min–max). The band is drawn where every seed has data.</p>"
     )
+    parts_cols = sorted(c for c in results.columns if c.startswith("ident_"))
     if parts_cols:
         titles = [c.removeprefix("ident_") for c in parts_cols]
         body["identifiability-parts"] = _img(
@@ -438,36 +420,29 @@ def build_html(
             ),
             "risk vs spent",
         )
-    body["headline"] = "".join(
-        (f"<h3>model {html.escape(m)}</h3>" if m else "") + _headline_html(d, np.random.default_rng(seed))
-        for m, d in by_model.items()
-    )
-    body["models"] = (
-        _models_html(scored_results(all_results))
-        if len(models) > 1
-        else (
-            f"<p class='note'>One model here ({html.escape(models[0])}); run <code>loop.compare --models "
-            "csl,mean,additive,linear</code> to rank it against the baselines.</p>"
-        )
-    )
-    if len(props):
-        body["spending"] = (
-            "<p>Anchor assays observe one specimen through more than one modality: "
-            f"{', '.join(sorted(anchors)) or 'none'}.</p>" + _img(plots.spending(props, anchors), "spending")
-        )
-        pts = dose_points(props)
-        n_ctrl = int((props["perturbation"] == "control").sum())
-        body["coverage"] = (
-            f"<p>Every chosen target dose, all seeds pooled ({n_ctrl} control queries not shown); "
-            "circles single targets, triangles pairs, squares triplets.</p>"
-            + _img(plots.coverage(pts, [t.name for t in space.targets], space.time_range_h), "coverage")
-        )
-    else:
-        body["spending"] = body["coverage"] = "<p class='note'>not available: no proposals found.</p>"
-    body["recovery"] = _recovery_html(runs, recovery)
-    body["timings"] = _img(plots.timings(results), "timings")
-    body["reproducibility"] = _repro_html(runs)
-    status = pd.DataFrame(
+    return body
+
+
+def _design_sections(props: pd.DataFrame, space: object) -> dict[str, str]:
+    """The spending and coverage sections (what the strategies bought)."""
+    if not len(props):
+        note = "<p class='note'>not available: no proposals found.</p>"
+        return {"spending": note, "coverage": note}
+    anchors = {a.name for a in space.assays if a.is_anchor}
+    pts = dose_points(props)
+    n_ctrl = int((props["perturbation"] == "control").sum())
+    return {
+        "spending": "<p>Anchor assays observe one specimen through more than one modality: "
+        f"{', '.join(sorted(anchors)) or 'none'}.</p>" + _img(plots.spending(props, anchors), "spending"),
+        "coverage": f"<p>Every chosen target dose, all seeds pooled ({n_ctrl} control queries not shown); "
+        "circles single targets, triangles pairs, squares triplets.</p>"
+        + _img(plots.coverage(pts, [t.name for t in space.targets], space.time_range_h), "coverage"),
+    }
+
+
+def _status_frame(runs: list[RunData]) -> pd.DataFrame:
+    """One row per run: rounds, spent, budget, finished state and error."""
+    return pd.DataFrame(
         [
             {
                 "run": r.root.name,
@@ -482,10 +457,14 @@ def build_html(
             for r in runs
         ]
     )
-    kind = "study" if study else "run"
+
+
+def _head_html(folder: Path, kind: str, runs: list[RunData], strategies: list[str], status: pd.DataFrame) -> str:
+    """Title line, and notes on failed and unfinished runs."""
+    failed = [r for r in runs if r.failed]
     head = (
         f"<h1>cslab {kind} report</h1><p>{html.escape(str(folder))} — {len(runs)} run(s), strategies "
-        f"{', '.join(sorted(results['strategy'].unique()))}; rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
+        f"{', '.join(strategies)}; rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
     )
     if failed:
         head += (
@@ -495,6 +474,52 @@ def build_html(
         )
     if (status["status"] == "running").any():
         head += "<p class='note'>Some runs have not finished yet: their curves end early.</p>"
+    return head
+
+
+def build_html(
+    folder: Path, runs: list[RunData], recovery: Callable[[RunData], Recovery] | None = None, seed: int = 0
+) -> str:
+    """The report's HTML text.
+
+    Args:
+        folder: The run or study folder (for the title).
+        runs: Loaded runs (at least one with a scored round).
+        recovery: Returns the recovered-vs-true curves of a run, or raises
+            :class:`RecoveryUnavailable`; ``None`` leaves the section as a note.
+        seed: Seed of the bootstrap generator.
+    """
+    all_results = results_frame(runs)
+    results = scored_results(all_results)
+    models = sorted(results["model"].unique()) if "model" in results else ["csl"]
+    by_model = {m: results[results["model"] == m] for m in models} if len(models) > 1 else {"": results}
+    if len(models) > 1:  # one curve per model and strategy
+        results = results.assign(strategy=results["model"] + "/" + results["strategy"])
+    if not len(results):
+        failed = ", ".join(r.root.name for r in runs if r.failed)
+        raise ValueError(f"every run with a scored round failed ({failed}); nothing to average")
+    study = len(runs) > 1 or (folder / "runs").is_dir()
+    ref = results[results["strategy"] == REFERENCE].sort_values("round").groupby("seed")["identifiability"].last()
+    body = _curve_sections(results, float(ref.mean()) if study and len(ref) and len(models) == 1 else None)
+    body["headline"] = "".join(
+        (f"<h3>model {html.escape(m)}</h3>" if m else "") + _headline_html(d, np.random.default_rng(seed))
+        for m, d in by_model.items()
+    )
+    body["models"] = (
+        _models_html(scored_results(all_results))
+        if len(models) > 1
+        else (
+            f"<p class='note'>One model here ({html.escape(models[0])}); run <code>loop.compare --models "
+            "csl,mean,additive,linear</code> to rank it against the baselines.</p>"
+        )
+    )
+    body.update(_design_sections(proposals_frame([r for r in runs if not r.failed]), runs[0].space))
+    body["recovery"] = _recovery_html(runs, recovery)
+    body["timings"] = _img(plots.timings(results), "timings")
+    body["reproducibility"] = _repro_html(runs)
+    status = _status_frame(runs)
+    kind = "study" if study else "run"
+    head = _head_html(folder, kind, runs, sorted(results["strategy"].unique()), status)
     nav = "<nav>" + "".join(f'<a href="#{k}">{html.escape(v)}</a>' for k, v in SECTIONS.items()) + "</nav>"
     sections = "".join(f'<section id="{k}"><h2>{html.escape(v)}</h2>{body[k]}</section>' for k, v in SECTIONS.items())
     return (

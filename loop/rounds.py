@@ -93,6 +93,16 @@ class RoundStore:
         return self.root / CONFIG_FILE
 
     @property
+    def ledger_dir(self) -> Path:
+        """``ledger/``: one Parquet shard per round (:class:`loop.ledger.Ledger`)."""
+        return self.root / "ledger"
+
+    @property
+    def heldout_dir(self) -> Path:
+        """``heldout/``: the measured stress sets, one Parquet file per axis (:class:`loop.heldout.HeldOut`)."""
+        return self.root / "heldout"
+
+    @property
     def metrics_path(self) -> Path:
         """``metrics.parquet``: one row per scored round."""
         return self.root / "metrics.parquet"

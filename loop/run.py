@@ -123,6 +123,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _open_study(
+    args: argparse.Namespace, config: RunConfig, explicit: dict, folder: Path, save: Callable[[], object]
+) -> Study:
+    """Resume the run in ``folder`` (checking ``explicit`` settings against it) or create it."""
+    if not args.resume:
+        return Study.create(folder, config, save=save)
+    if explicit.get("data"):
+        explicit["data"] = str(Path(explicit["data"]).resolve())  # stored absolute
+    study = Study.open(folder, expect=explicit, save=save)
+    # Where it runs may change between sessions; what it computes may not (Study.open checks that).
+    study.config.address = args.address or study.config.address
+    study.config.workers = args.workers or study.config.workers
+    return study
+
+
+def _render_report(root: Path, where: str) -> None:
+    """Write report.html; a failure is a warning (the run itself is complete)."""
+    from loop.report import render
+
+    try:
+        render(root)
+    except Exception as exc:  # noqa: BLE001 - a report failure must not hide a finished run
+        print(
+            f"warning: report.html not written ({type(exc).__name__}: {exc}); retry with python -m loop.report {where}",
+            file=sys.stderr,
+        )
+
+
 def _run(
     args: argparse.Namespace,
     config: RunConfig,
@@ -135,15 +163,7 @@ def _run(
     """Open or create the run in ``folder`` (the local copy of ``location``) and run it."""
     where = display(location)
     try:
-        if args.resume:
-            if explicit.get("data"):
-                explicit["data"] = str(Path(explicit["data"]).resolve())  # stored absolute
-            study = Study.open(folder, expect=explicit, save=save)
-            # Where it runs may change between sessions; what it computes may not (Study.open checks that).
-            study.config.address = args.address or study.config.address
-            study.config.workers = args.workers or study.config.workers
-        else:
-            study = Study.create(folder, config, save=save)
+        study = _open_study(args, config, explicit, folder, save)
     except (ValueError, KeyError) as exc:
         print(f"error: {str(exc).replace(str(folder), where)}", file=sys.stderr)
         return 2
@@ -183,16 +203,7 @@ def _run(
         )
         return EXIT_INTERNAL
     if not args.no_report:
-        from loop.report import render
-
-        try:
-            render(study.root)
-        except Exception as exc:  # noqa: BLE001 - the run itself is complete; a report failure must not hide it
-            print(
-                f"warning: report.html not written ({type(exc).__name__}: {exc}); "
-                f"retry with python -m loop.report {where}",
-                file=sys.stderr,
-            )
+        _render_report(study.root, where)
     print(summary_line(where, metrics, time.perf_counter() - t0))
     return 0
 

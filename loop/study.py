@@ -31,7 +31,6 @@ from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore, is_run_folder
 from loop.storage import RunFolderError, atomic_write, clean_temporaries, read_json, write_json
 from models.identifiability import score
-from models.registry import MODELS
 from simulators.lab import LabAdapter
 from simulators.registry import ORACLES
 
@@ -121,9 +120,7 @@ class Study:
         )
         if self.heldout is not None:
             self.space = self.heldout.restrict(self.space)
-        self.model = MODELS.get(config.model)(
-            self.space, n_members=config.n_members, seed=config.seed, **config.model_options
-        )
+        self.model = config.build_model(self.space)
         self.strategy = STRATEGIES.get(config.strategy)(time_limit_s=config.time_limit_s, **config.strategy_options)
 
     # ------------------------------------------------------------ creation

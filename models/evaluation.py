@@ -34,10 +34,11 @@ empirical coverage of the central 90% Gaussian predictive interval
 ``sd² = epistemic + aleatoric / n_specimens`` (the observation is a mean over
 the query's specimens).
 
-The held-out sets come from :func:`make_stress_sets`: the loop measures them
-once at the start of a run (fixed by the seed, not charged to the budget) and
-keeps every query that :func:`stress_blocks` flags out of training and out of
-the acquisition pool.
+The held-out sets come from :func:`experiment_design.stress.make_stress_sets`:
+the loop measures them once at the start of a run (fixed by the seed, not
+charged to the budget) and keeps every query that their rule
+(:func:`experiment_design.stress.stress_rule`) blocks out of training and out
+of the acquisition pool.
 """
 
 from __future__ import annotations
@@ -51,15 +52,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from experiment_design import Context, DesignSpace, MeasurementBatch, Perturbation, Query, keys
+from experiment_design import MeasurementBatch, Query, keys
 from experiment_design.assays import RNA, SPATIAL
 from experiment_design.modalities import axis_modalities
 from experiment_design.splits import queries_of_obs
+from experiment_design.stress import AXES
 from models.base import PROGRAMS
 from models.metrics import STANDARD, standard_metrics
 from models.readouts import ObservedReadout, de_agreement, observed_readout, program_activity
-
-AXES = ("modality", "scale", "context", "intervention")
 
 
 # ------------------------------------------------------------------ calibration
@@ -384,104 +384,3 @@ def _report(losses: dict, nmses: dict, w: dict, ys: list, mus: list, vs: list, d
             de_overlap=float(np.mean(np.concatenate(de_o))), de_direction=float(np.mean(np.concatenate(de_d)))
         )
     return RiskReport(risk, parts, cal90, details)
-
-
-# ------------------------------------------------------------- stress sets
-def make_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: int = 8) -> dict[str, list[Query]]:
-    """Held-out query sets for the four axes of a design space.
-
-    * ``context``: scRNA queries (controls and singles) in a held-out cell line
-      (or site, with one cell line); omitted with a single context.
-    * ``intervention``: scRNA queries in the other contexts: held-out pairs
-      (when ``max_order >= 2``), single targets at mid doses (an
-      interpolation band, unit scale 0.4–0.6) and late times (the last 15% of
-      the time range).
-    * ``modality``: anchors (``cite_seq``, ``rna_morphology``,
-      ``molecular_rna``, those in the space) on singles.
-    * ``scale``: ``spatial_dissociated`` (or ``spatial``) on singles.
-
-    The loop measures these once at the start of a run with the run's seed,
-    does not charge them to the budget, and keeps out of training every query
-    :func:`stress_blocks` flags.
-
-    Returns:
-        Axis → queries (one replicate each; axes the space cannot express are
-        left out).
-
-    """
-    lines = sorted({c.cell_line for c in space.contexts})
-    sites = sorted({c.site for c in space.contexts})
-    if len(lines) > 1:
-        held = lines[int(rng.integers(len(lines)))]
-        out_ctx = [c for c in space.contexts if c.cell_line == held]
-    elif len(sites) > 1:
-        held = sites[int(rng.integers(len(sites)))]
-        out_ctx = [c for c in space.contexts if c.site == held]
-    else:
-        out_ctx = []
-    in_ctx = [c for c in space.contexts if c not in out_ctx]
-    lo, hi = space.time_range_h
-    names = [a.name for a in space.assays]
-    rna_assay = "scrna" if "scrna" in names else next((a.name for a in space.assays if RNA in a.modalities), None)
-
-    def single(
-        ctxs: list[Context],
-        assay: str,
-        u: tuple[float, float] = (0.0, 1.0),
-        t: tuple[float, float] = (0.0, 0.8),
-        order: int = 1,
-    ) -> Query:
-        idx = rng.choice(len(space.targets), size=order, replace=False)
-        tg = [space.targets[i] for i in idx]
-        doses = [float(space.unit_to_dose(x.kind, rng.uniform(*u))) for x in tg]
-        time_h = lo + float(rng.uniform(*t)) * (hi - lo)
-        return Query(
-            Perturbation(tuple(x.name for x in tg), tuple(doses)), time_h, ctxs[int(rng.integers(len(ctxs)))], assay
-        )
-
-    out: dict[str, list[Query]] = {}
-    if out_ctx and rna_assay:
-        ctl = [Query(Perturbation(), lo + 0.5 * (hi - lo), c, rna_assay) for c in out_ctx][: max(1, n_per_axis // 4)]
-        out["context"] = (ctl + [single(out_ctx, rna_assay) for _ in range(n_per_axis)])[: max(n_per_axis, 1)]
-    if rna_assay and space.targets:
-        kinds = ["dose", "time"] + (["combination"] if space.max_order >= 2 and len(space.targets) >= 2 else [])
-        qs = []
-        for i in range(n_per_axis):
-            kind = kinds[i % len(kinds)]
-            if kind == "dose":
-                qs.append(single(in_ctx, rna_assay, u=(0.4, 0.6)))
-            elif kind == "time":
-                qs.append(single(in_ctx, rna_assay, t=(0.85, 1.0)))
-            else:
-                qs.append(single(in_ctx, rna_assay, u=(0.3, 0.7), order=2))
-        out["intervention"] = qs
-    anchors = [a for a in ("cite_seq", "rna_morphology", "molecular_rna") if a in names]
-    if anchors and space.targets:
-        out["modality"] = [single(in_ctx, anchors[i % len(anchors)]) for i in range(n_per_axis)]
-    scale = next((a for a in ("spatial_dissociated", "spatial") if a in names), None)
-    if scale and space.targets:
-        out["scale"] = [single(in_ctx, scale) for _ in range(n_per_axis)]
-    return out
-
-
-def stress_blocks(stress: Mapping[str, Sequence[Query]]) -> Callable[[Query], bool]:
-    """Predicate telling whether training on a query would leak into the stress sets.
-
-    A query leaks if it is in a held-out context (every context of the
-    ``context`` set that no other axis uses), shares the target set of a
-    held-out combination, or repeats a held-out condition (perturbation,
-    time and context, any assay).
-    """
-    other = {q.context for a, qs in stress.items() if a != "context" for q in qs}
-    held_ctx = {q.context for q in stress.get("context", ())} - other
-    combos = {frozenset(q.perturbation.targets) for qs in stress.values() for q in qs if q.perturbation.order >= 2}
-    conds = {(q.perturbation, q.time_h, q.context) for qs in stress.values() for q in qs}
-
-    def blocks(q: Query) -> bool:
-        return (
-            q.context in held_ctx
-            or frozenset(q.perturbation.targets) in combos
-            or (q.perturbation, q.time_h, q.context) in conds
-        )
-
-    return blocks

@@ -173,7 +173,7 @@ def test_a_model_without_an_operator_falls_back_to_readout_eig():
     model = BumpEnsemble(space)
     strat = FisherStrategy()
     pool = strat.candidate_pool(space, np.random.default_rng(0), 100.0)
-    acqf, _ = strat._acqf(model, space, pool, None, np.random.default_rng(0), float("inf"))
+    acqf, _ = strat.build_acqf(model, space, pool, None, np.random.default_rng(0), float("inf"))
     assert isinstance(acqf, EnsembleEIG)
     assert len(strat.propose(model, space, None, 4, 100.0, np.random.default_rng(0))) == 4
 

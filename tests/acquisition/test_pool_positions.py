@@ -75,11 +75,11 @@ def test_a_shuffled_pool_gives_an_equally_good_batch(name, seed):
     picks = []
     for p in (pool, shuffled):
         with torch.no_grad():
-            acqf, p = strategy._acqf(model, space, p, None, np.random.default_rng(7), float("inf"))
+            acqf, p = strategy.build_acqf(model, space, p, None, np.random.default_rng(7), float("inf"))
             chosen = strategy._greedy(acqf, p, q, 1e6, np.random.default_rng(8), float("inf"))
             X = p.inputs(acqf)[chosen]
             acqf.set_X_pending(None)
-            additive = getattr(acqf, "additive", False)
+            additive = strategy.scores_once(acqf)
             value = float(acqf(X.unsqueeze(-2)).sum() if additive else acqf(X.unsqueeze(0)))
         picks.append(({p.queries[i].query_id for i in chosen}, value))
     (a, va), (b, vb) = picks

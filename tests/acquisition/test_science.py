@@ -104,7 +104,7 @@ def test_closed_form_nipv_matches_botorch_qnipv(world):
     strategy = acquisition.get("nipv")(pool_size=300, n_train=48, mc_points=32)
     rng = np.random.default_rng(0)
     pool = strategy.candidate_pool(space, rng, 100.0)
-    acqf, _ = strategy._acqf(model, space, pool, None, rng, float("inf"))
+    acqf, _ = strategy.build_acqf(model, space, pool, None, rng, float("inf"))
     gp = acqf.model
     # BoTorch fantasises with the mean training noise (in the standardised space).
     noise = float(gp.likelihood.noise.mean() * gp.outcome_transform.stdvs.pow(2).squeeze())

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiment_design import Context, DesignSpace, MeasurementBatch, ModalityData, Perturbation, Query, Target, keys
+from experiment_design import Context, MeasurementBatch, ModalityData, Perturbation, Query, keys
 from models.base import PROGRAMS, Prediction
 from models.evaluation import (
     AXES,
@@ -15,8 +15,6 @@ from models.evaluation import (
     discrimination,
     evaluate,
     interval_coverage,
-    make_stress_sets,
-    stress_blocks,
 )
 from models.metrics import STANDARD
 from models.readouts import (
@@ -322,25 +320,3 @@ def test_de_knn_and_program_activity() -> None:
     X = rng.normal(size=(3, 30))
     assert np.allclose(program_activity(X, genes, sets)[:, 0], X[:, :10].mean(axis=1))
     assert discrimination(A, A) == 0.0 and discrimination(np.zeros_like(A), A) == 0.5
-
-
-# ---------------------------------------------------------------- stress sets
-def test_make_stress_sets_cover_the_axes_and_are_blocked_from_training() -> None:
-    targets = tuple(Target(f"CMP{i:02d}", "compound") for i in range(4)) + (Target("KD00", "knockdown"),)
-    space = DesignSpace(targets=targets, contexts=tuple(Context(f"L{i}", f"S{j}") for i in range(3) for j in range(2)))
-    stress = make_stress_sets(space, np.random.default_rng(0), n_per_axis=9)
-    assert set(stress) == set(AXES)
-    for qs in stress.values():
-        assert len(qs) == 9 and all(space.validate(q) for q in qs)
-    held = {q.context.cell_line for q in stress["context"]}
-    assert len(held) == 1
-    assert all(q.context.cell_line not in held for a in ("modality", "scale", "intervention") for q in stress[a])
-    assert {space.assay(q.assay).is_anchor for q in stress["modality"]} == {True}
-    assert any(q.perturbation.order == 2 for q in stress["intervention"])
-    blocks = stress_blocks(stress)
-    assert all(blocks(q) for qs in stress.values() for q in qs)
-    pool = space.sample(300, np.random.default_rng(1))
-    free = [q for q in pool if not blocks(q)]
-    assert 0 < len(free) < len(pool) and all(q.context.cell_line not in held for q in free)
-    again = make_stress_sets(space, np.random.default_rng(0), n_per_axis=9)
-    assert [q.query_id for q in again["intervention"]] == [q.query_id for q in stress["intervention"]]
