@@ -32,6 +32,10 @@ def test_plan_names_runs_and_rejects_changed_settings(tmp_path):
     fabricate_run(tmp_path / "runs" / "eig-seed1", "eig", 1, budget=100.0)
     with pytest.raises(ValueError, match="made with budget=100.0, batch_size=4, not budget=50, batch_size=16"):
         plan(tmp_path, ["random", "eig"], 2, RunConfig(budget=50, world="small"))
+    # Settings that change what a run measures are part of its identity too.
+    cfg = RunConfig(budget=100.0, batch_size=4, world="small", heldout_per_axis=3)
+    with pytest.raises(ValueError, match="made with heldout_per_axis=8, not heldout_per_axis=3"):
+        plan(tmp_path, ["random", "eig"], 2, cfg)
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         plan(tmp_path, ["random"], 0, RunConfig())
     with pytest.raises(ValueError, match="repeats"):
