@@ -104,12 +104,26 @@ def make_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
     return out
 
 
+#: Largest share of a pool's conditions one axis of :func:`pool_stress_sets` may block from training.
+POOL_AXIS_SHARE = {"context": 1 / 3, "intervention": 1 / 4, "modality": 1 / 4, "scale": 1 / 4}
+#: Largest share the stress sets of a pool may block together.
+POOL_TOTAL_SHARE = 1 / 2
+
+
 def pool_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: int) -> dict[str, list[Query]]:
     """Stress sets drawn from a pool space (measured data): conditions that exist.
 
     ``context``: conditions of one held-out cell line (when there are several);
-    ``intervention``: combinations, else singles, in the other lines;
-    ``modality``: anchor assays; ``scale``: tissue assays.
+    ``intervention``: conditions of held-out combinations (at most a quarter of
+    the pool's distinct target sets, so a drug × drug grid keeps most of its
+    pairs to learn from), else singles, in the other lines; ``modality``:
+    anchor assays; ``scale``: tissue assays.
+
+    What an axis blocks (its :func:`stress_rule`, not only its own conditions)
+    is bounded: an axis that would keep more than :data:`POOL_AXIS_SHARE` of
+    the pool's conditions from training is left out (a screen of two cell
+    lines has no context axis: holding one out would halve the data), and the
+    axes together block at most :data:`POOL_TOTAL_SHARE`.
     """
     pool = list(space.pool)
     lines = sorted({q.context.cell_line for q in pool})
@@ -123,17 +137,33 @@ def pool_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
     rest = [q for q in pool if q.context.cell_line != held]
     if held is not None:
         out["context"] = pick([q for q in pool if q.context.cell_line == held])
-    combos = [q for q in rest if q.perturbation.order >= 2] or [q for q in rest if q.perturbation.order == 1]
-    if combos:
-        out["intervention"] = pick(combos)
+    sets = sorted({q.perturbation.targets for q in rest if q.perturbation.order >= 2})
+    if len(sets) >= 2:
+        chosen = {sets[i] for i in rng.permutation(len(sets))[: max(1, len(sets) // 4)]}
+        out["intervention"] = pick([q for q in rest if q.perturbation.targets in chosen])
+    elif singles := [q for q in rest if q.perturbation.order == 1]:
+        out["intervention"] = pick(singles)
     anchors = [q for q in rest if space.assay(q.assay).is_anchor]
     if anchors:
         out["modality"] = pick(anchors)
     tissue = [q for q in rest if space.assay(q.assay).scale.value == "tissue"]
     if tissue:
         out["scale"] = pick(tissue)
-    # Half of the stored conditions at most, so training keeps the larger part.
-    return {a: qs for a, qs in out.items() if qs and len(qs) < max(2, len(pool) // 2)}
+    return _bounded(out, pool)
+
+
+def _bounded(sets: dict[str, list[Query]], pool: list[Query]) -> dict[str, list[Query]]:
+    """Drop the axes that would block too much of the pool from training (see :func:`pool_stress_sets`)."""
+
+    def blocked(axes: dict[str, list[Query]]) -> float:
+        rule = stress_rule(axes)
+        return sum(rule.blocks(q) for q in pool) / max(len(pool), 1)
+
+    kept = {a: qs for a, qs in sets.items() if qs and blocked({a: qs}) <= POOL_AXIS_SHARE[a]}
+    for axis in ("context", "intervention", "modality", "scale"):  # the costliest first
+        if axis in kept and blocked(kept) > POOL_TOTAL_SHARE:
+            del kept[axis]
+    return kept
 
 
 def held_contexts(stress: Mapping[str, Sequence[Query]]) -> tuple[Context, ...]:
@@ -144,8 +174,13 @@ def held_contexts(stress: Mapping[str, Sequence[Query]]) -> tuple[Context, ...]:
 
 
 def held_target_sets(stress: Mapping[str, Sequence[Query]]) -> tuple[tuple[str, ...], ...]:
-    """Target sets of the held-out combinations (sorted)."""
-    return tuple(sorted({q.perturbation.targets for qs in stress.values() for q in qs if q.perturbation.order >= 2}))
+    """Target sets of the held-out combinations: those of the ``intervention`` set (sorted).
+
+    A combination in another axis's set (a pair measured in the held-out
+    line, or by an anchor assay) holds out only its condition: those axes
+    test a new context or modality, not a new combination.
+    """
+    return tuple(sorted({q.perturbation.targets for q in stress.get("intervention", ()) if q.perturbation.order >= 2}))
 
 
 def stress_rule(stress: Mapping[str, Sequence[Query]]) -> HoldOut:
@@ -154,8 +189,8 @@ def stress_rule(stress: Mapping[str, Sequence[Query]]) -> HoldOut:
     A query is test when it is one of the sets' queries or lies in a held-out
     context; it is blocked from training when it is in a held-out context
     (:func:`held_contexts`), has the target set of a held-out combination
-    (any dose), or repeats a held-out condition (perturbation, time and
-    context, any assay).
+    (:func:`held_target_sets`, any dose), or repeats a held-out condition
+    (perturbation, time and context, any assay).
     """
     return any_of(
         "stress",

@@ -5,10 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from experiment_design import Context, DesignSpace, Perturbation, Query, Target
 from experiment_design.splits import apply_rule, split_combinations, split_contexts
-from experiment_design.stress import AXES, held_contexts, make_stress_sets, pool_stress_sets, stress_rule
+from experiment_design.stress import (
+    AXES,
+    POOL_TOTAL_SHARE,
+    held_contexts,
+    make_stress_sets,
+    pool_stress_sets,
+    stress_rule,
+)
 
 
 def _space() -> DesignSpace:
@@ -59,9 +67,7 @@ def test_splitters_and_stress_sets_share_the_rule_type() -> None:
     space = _space()
     queries = space.sample(400, np.random.default_rng(4))
     split = split_contexts(queries, np.random.default_rng(0), held_out=["L1"])
-    # A context set holds controls and singles (as make_stress_sets draws it); a combination would hold out its
-    # target set in every context too.
-    held = [q for q in queries if q.context.cell_line == "L1" and q.perturbation.order <= 1]
+    held = [q for q in queries if q.context.cell_line == "L1"]
     by_rule = apply_rule(queries, stress_rule({"context": held}))
     assert by_rule.test_ids == split.test_ids and by_rule.train_ids == split.train_ids
     combos = split_combinations(queries, np.random.default_rng(1), frac=0.3)
@@ -76,3 +82,40 @@ def test_pool_stress_sets_take_existing_conditions_and_leave_most_to_train() -> 
     assert stress and all(q in pool for qs in stress.values() for q in qs)
     rule = stress_rule(stress)
     assert 0 < sum(not rule.blocks(q) for q in pool) < len(pool)
+
+
+def _grid_pool(lines: int) -> tuple[DesignSpace, tuple[Query, ...]]:
+    """A drug x drug dose grid as combination screens measure it: 4 drugs, 6 pairs, 4 x 4 doses, `lines` lines."""
+    drugs = [f"D{i}" for i in range(4)]
+    space = DesignSpace(
+        targets=tuple(Target(d, "compound") for d in drugs),
+        contexts=tuple(Context(f"L{i}", "S0") for i in range(lines)),
+        max_order=2,
+    )
+    doses = (0.01, 0.1, 1.0, 10.0)
+    pool = []
+    for c in space.contexts:
+        pool.append(Query(Perturbation(), 72.0, c, "scrna"))
+        for i, a in enumerate(drugs):
+            pool += [Query(Perturbation((a,), (d,)), 72.0, c, "scrna") for d in doses]
+            for b in drugs[i + 1 :]:
+                pool += [Query(Perturbation((a, b), (x, y)), 72.0, c, "scrna") for x in doses for y in doses]
+    return space, tuple(pool)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_dose_grid_keeps_most_of_its_pairs_and_the_blocked_share_is_bounded(seed):
+    space, pool = _grid_pool(lines=2)
+    stress = pool_stress_sets(dataclasses.replace(space, pool=pool), np.random.default_rng(seed), n_per_axis=8)
+    rule = stress_rule(stress)
+    free = [q for q in pool if not rule.blocks(q)]
+    assert "context" not in stress  # two lines: holding one out would halve the data
+    pairs = {q.perturbation.targets for q in free if q.perturbation.order == 2}
+    assert len(pairs) == 5 and len(stress["intervention"]) == 8  # one of the six pairs is the held-out combination
+    assert all(rule.blocks(q) for q in stress["intervention"])
+    assert len(free) >= (1 - POOL_TOTAL_SHARE) * len(pool)
+    space3, pool3 = _grid_pool(lines=3)
+    stress3 = pool_stress_sets(dataclasses.replace(space3, pool=pool3), np.random.default_rng(seed), n_per_axis=8)
+    assert "context" in stress3 and len(held_contexts(stress3)) == 1
+    rule3 = stress_rule(stress3)
+    assert sum(not rule3.blocks(q) for q in pool3) >= (1 - POOL_TOTAL_SHARE) * len(pool3)
