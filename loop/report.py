@@ -5,7 +5,7 @@ folder (``runs/<strategy>-seed<k>/`` run folders, as ``loop.compare``
 writes). The report is one HTML file with every figure inlined as a PNG data
 URI: it opens without network or side files. Sections (their HTML ids):
 ``identifiability``, ``identifiability-parts``, ``risk``, ``headline``,
-``spending``, ``coverage``, ``recovery``, ``timings``, ``reproducibility``.
+``models``, ``spending``, ``coverage``, ``recovery``, ``parameters``, ``timings``, ``reproducibility``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ SECTIONS = {
     "spending": "Where each strategy spent",
     "coverage": "Coverage of the chosen queries",
     "recovery": "Recovered vs true dose–response and interaction signs",
+    "parameters": "Fitted dose–response parameters and interactions",
     "timings": "Timings per stage",
     "reproducibility": "Configuration and package versions",
 }
@@ -328,6 +329,39 @@ def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] 
     return note + "".join(parts)
 
 
+def _parameters_html(runs: list[RunData], max_pairs: int = 10) -> str:
+    """Per strategy (its lowest seed): the last model's per-target EC50 / slope / effect and pair interactions."""
+    from loop.parameters import NoParameters, fitted_parameters, load_last_model, measured_pairs
+
+    picked = {}
+    for r in sorted((r for r in runs if not r.failed), key=lambda r: (r.strategy, r.seed)):
+        picked.setdefault(r.strategy, r)
+    parts = [
+        "<p>From each run's last checkpoint (<code>python -m loop.parameters RUN --csv PREFIX</code> prints and "
+        "writes the same tables): log10 EC50 in the target's dose unit, median over ensemble members and its "
+        "spread, on the target's main program; effect = predicted readout change at the top dose; "
+        "excess_bliss (one-feature readouts) &lt; 0 = more inhibition than Bliss independence. A pair with "
+        "n_measured 0 was never measured (or is held out for evaluation): its γ is extrapolated.</p>"
+    ]
+    for strategy, run in picked.items():
+        try:
+            model, space, _ = load_last_model(run.root)
+            targets, pairs = fitted_parameters(model, space, measured_pairs(run.root))
+        except NoParameters as exc:
+            parts.append(f"<p class='note'>{html.escape(strategy)}: not available — {html.escape(str(exc))}</p>")
+            continue
+        except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report; the error is shown
+            parts.append(
+                f"<p class='note'>{html.escape(strategy)}: failed — {html.escape(type(exc).__name__)}: "
+                f"{html.escape(str(exc))}</p>"
+            )
+            continue
+        parts.append(f"<h3>{html.escape(strategy)}, seed {run.seed}</h3>" + _table(targets))
+        if len(pairs):
+            parts.append(_table(pairs.head(max_pairs)))
+    return "".join(parts)
+
+
 def _repro_html(runs: list[RunData]) -> str:
     first = runs[0].config
     cfgs = pd.DataFrame([r.config["config"] for r in runs]).astype(str)
@@ -515,6 +549,7 @@ def build_html(
     )
     body.update(_design_sections(proposals_frame([r for r in runs if not r.failed]), runs[0].space))
     body["recovery"] = _recovery_html(runs, recovery)
+    body["parameters"] = _parameters_html(runs)
     body["timings"] = _img(plots.timings(results), "timings")
     body["reproducibility"] = _repro_html(runs)
     status = _status_frame(runs)
