@@ -1,14 +1,24 @@
-"""Pool mode: does smart acquisition still beat random when replaying measured data?
+"""Pool mode: does smart acquisition still beat random when replaying measured screens of each kind?
 
-A small-world screen is exported with ``simulators.export`` (150 conditions ×
-2 replicates, scRNA / molecular / CITE-seq), then replayed through the lab
-adapter (``--oracle lab``) by ``random`` and by smart strategies over seeds.
-Without truth the index is the practical one (posterior contraction, Fisher
-spectrum, held-out likelihood). Prints the final index and risk per strategy
-(mean over seeds, and the paired difference to random) and writes
-``bench/results/pool.json``.
+Four screens are exported from the small world by ``simulators.export`` in the
+formats labs and atlases use, then replayed through the lab adapter
+(``--oracle lab``) by ``random`` and by smart strategies over paired seeds:
 
-    python -m bench.pool [--quick] [--seeds 3] [--budget 40]
+* ``mixed``: 150 conditions × 2 replicates, scRNA / molecular / CITE-seq (cslab's format);
+* ``crispr_sc``: a single-cell CRISPRi/a screen, one sample per condition with its cells as
+  replicates, written as atlases ship it (log-normalised ``X``, counts in ``layers["counts"]``,
+  ``non-targeting`` controls, ``perturbation_type``, guide and QC metadata);
+* ``knockdown``: the same kind with knockdown / activation strengths, pairs and triplets,
+  2 replicates;
+* ``drug_grid``: a drug × drug dose grid (every pair on 4 × 4 doses, the singles, the control,
+  both cell lines) with one scalar readout per well, as a ``drug1, drug2, conc1, conc2,
+  response`` CSV.
+
+Without truth the index is the practical one (posterior contraction, Fisher spectrum,
+held-out likelihood). Per screen it prints the final index and aggregate risk per strategy
+(mean over seeds) and the paired difference to random, and writes ``bench/results/pool.json``.
+
+    python -m bench.pool [--quick] [--seeds 3] [--budget 40] [--screens mixed,drug_grid]
 """
 
 from __future__ import annotations
@@ -17,107 +27,147 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", Path(__file__).parent / "results"))
+
+#: Screen → (``simulators.export`` arguments, file name, conditions at full / quick size).
+SCREENS = {
+    "mixed": (["--assays", "scrna,molecular,cite_seq", "--replicates", "2"], "screen.h5ad", 150, 40),
+    "crispr_sc": (
+        ["--targets", "genetic", "--assays", "scrna", "--replicates", "1", "--format", "scperturb"],
+        "crispr.h5ad",
+        150,
+        40,
+    ),
+    "knockdown": (
+        ["--targets", "genetic", "--assays", "scrna", "--replicates", "2", "--format", "scperturb"],
+        "knockdown.h5ad",
+        120,
+        40,
+    ),
+    "drug_grid": (
+        ["--design", "pairs", "--targets", "compound", "--assays", "molecular", "--replicates", "2"]
+        + ["--format", "combo"],
+        "grid.csv",
+        1000,
+        1000,
+    ),
+}
+
+
+def export_screen(name: str, folder: Path, quick: bool) -> Path:
+    """Write screen ``name`` into ``folder``; returns its path."""
+    from simulators.export import main as export_main
+
+    args, file, n, n_quick = SCREENS[name]
+    path = folder / file
+    design = [] if "--design" in args else ["--design", "random"]
+    export_main(
+        ["--world", "small", *design, "--n", str(n_quick if quick else n), "--out", str(path), "--seed", "0"] + args
+    )
+    return path
+
+
+def summarise(rows: list[dict], strategies: list[str]) -> dict:
+    """Per strategy: mean final index and risk, and the paired differences to random."""
+    base = {r["seed"]: r for r in rows if r["strategy"] == "random"}
+    out = {}
+    for s in strategies:
+        mine = [r for r in rows if r["strategy"] == s]
+        d_id = [r["identifiability"] - base[r["seed"]]["identifiability"] for r in mine]
+        d_risk = [r["risk"] - base[r["seed"]]["risk"] for r in mine]
+        out[s] = {
+            "identifiability": float(np.mean([r["identifiability"] for r in mine])),
+            "risk": float(np.mean([r["risk"] for r in mine])),
+            "delta_identifiability": float(np.mean(d_id)),
+            "delta_risk": float(np.mean(d_risk)),
+            "seeds_better_identifiability": int(sum(d > 0 for d in d_id)),
+            "seeds_lower_risk": int(sum(d < 0 for d in d_risk)),
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the comparison; returns the summary written to pool.json."""
     p = argparse.ArgumentParser(prog="python -m bench.pool", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (2 seeds, budget 12)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (2 seeds, budget 12, 40 conditions)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget", type=float, default=40.0)
     p.add_argument("--strategies", default="random,eig,cost_aware")
+    p.add_argument("--screens", default=",".join(SCREENS), help=f"some of {', '.join(SCREENS)}")
     args = p.parse_args(argv)
-    seeds, budget, n = (2, 12.0, 40) if args.quick else (args.seeds, args.budget, 150)
+    seeds, budget = (2, 12.0) if args.quick else (args.seeds, args.budget)
     strategies = args.strategies.split(",")
+    screens = [s for s in args.screens.split(",") if s]
+    unknown = [s for s in screens if s not in SCREENS]
+    if unknown or "random" not in strategies:
+        p.error(f"unknown screen(s) {unknown}; known: {list(SCREENS)}" if unknown else "strategies must include random")
 
     from loop.config import RunConfig
     from loop.distributed import init_ray
     from loop.study import Study
-    from simulators.export import main as export_main
 
     init_ray(workers=2)
-    rows = []
+    t0 = time.perf_counter()
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        screen = Path(tmp) / "screen.h5ad"
-        export_main(
-            [
-                "--world",
-                "small",
-                "--design",
-                "random",
-                "--n",
-                str(n),
-                "--out",
-                str(screen),
-                "--seed",
-                "0",
-                "--assays",
-                "scrna,molecular,cite_seq",
-                "--replicates",
-                "2",
-            ]
-        )
-        for seed in range(seeds):
-            for strategy in strategies:
-                cfg = RunConfig(
-                    oracle="lab",
-                    data=str(screen),
-                    budget=budget,
-                    batch_size=6,
-                    n_members=3,
-                    strategy=strategy,
-                    seed=seed,
-                    initial_size=6,
-                    heldout_per_axis=4,
-                )
-                m = Study.create(Path(tmp) / f"{strategy}-{seed}", cfg).run()
-                rows.append(
-                    {
-                        "strategy": strategy,
-                        "seed": seed,
-                        "identifiability": float(m.identifiability.iloc[-1]),
-                        "risk": float(m.risk.iloc[-1]),
-                    }
-                )
-                print(
-                    f"{strategy:>12} seed {seed}: identifiability {rows[-1]['identifiability']:.3f}  "
-                    f"risk {rows[-1]['risk']:.3f}",
-                    flush=True,
-                )
-    summary = {}
-    base = {r["seed"]: r for r in rows if r["strategy"] == "random"}
-    print(f"\n{'strategy':>12} {'ident':>7} {'risk':>7} {'Δident vs random':>17} {'Δrisk vs random':>16}")
-    for s in strategies:
-        mine = [r for r in rows if r["strategy"] == s]
-        d_id = [r["identifiability"] - base[r["seed"]]["identifiability"] for r in mine]
-        d_risk = [r["risk"] - base[r["seed"]]["risk"] for r in mine]
-        summary[s] = {
-            "identifiability": float(np.mean([r["identifiability"] for r in mine])),
-            "risk": float(np.mean([r["risk"] for r in mine])),
-            "delta_identifiability": float(np.mean(d_id)),
-            "delta_risk": float(np.mean(d_risk)),
-            "seeds_better": int(sum(d > 0 for d in d_id)),
-        }
-        print(
-            f"{s:>12} {summary[s]['identifiability']:7.3f} {summary[s]['risk']:7.3f} "
-            f"{summary[s]['delta_identifiability']:+17.3f} {summary[s]['delta_risk']:+16.3f}"
-        )
-    RESULTS.mkdir(exist_ok=True)
-    out = {"seeds": seeds, "budget": budget, "conditions": n, "rows": rows, "summary": summary}
-    (RESULTS / "pool.json").write_text(json.dumps(out, indent=2))
-    best = max((s for s in strategies if s != "random"), key=lambda s: summary[s]["delta_identifiability"])
+        for screen in screens:
+            path = export_screen(screen, Path(tmp), args.quick)
+            rows = []
+            for seed in range(seeds):
+                for strategy in strategies:
+                    cfg = RunConfig(
+                        oracle="lab",
+                        data=str(path),
+                        budget=budget,
+                        batch_size=6,
+                        n_members=3,
+                        strategy=strategy,
+                        seed=seed,
+                        initial_size=6,
+                        heldout_per_axis=4,
+                    )
+                    m = Study.create(Path(tmp) / f"{screen}-{strategy}-{seed}", cfg).run()
+                    rows.append(
+                        {
+                            "strategy": strategy,
+                            "seed": seed,
+                            "identifiability": float(m.identifiability.iloc[-1]),
+                            "risk": float(m.risk.iloc[-1]),
+                            "spent": float(m.spent.iloc[-1]),
+                        }
+                    )
+                    print(
+                        f"{screen:>10} {strategy:>12} seed {seed}: identifiability "
+                        f"{rows[-1]['identifiability']:.3f}  risk {rows[-1]['risk']:.3f}",
+                        flush=True,
+                    )
+            results[screen] = {"rows": rows, "summary": summarise(rows, strategies)}
     print(
-        f"pool: best {best} identifiability {summary[best]['identifiability']:.3f} vs random "
-        f"{summary['random']['identifiability']:.3f} (better on {summary[best]['seeds_better']}/{seeds} seeds), "
-        f"risk {summary[best]['risk']:.3f} vs {summary['random']['risk']:.3f}"
+        f"\n{'screen':>10} {'strategy':>12} {'ident':>7} {'risk':>7} {'Δident vs random':>17} {'Δrisk vs random':>16}"
     )
+    for screen, res in results.items():
+        for s, v in res["summary"].items():
+            print(
+                f"{screen:>10} {s:>12} {v['identifiability']:7.3f} {v['risk']:7.3f} "
+                f"{v['delta_identifiability']:+17.3f} {v['delta_risk']:+16.3f}"
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = {"quick": args.quick, "seeds": seeds, "budget": budget, "screens": results}
+    out["seconds"] = time.perf_counter() - t0
+    (RESULTS / "pool.json").write_text(json.dumps(out, indent=2))
+    default = "cost_aware" if "cost_aware" in strategies else strategies[-1]
+    parts = [
+        f"{screen} risk {res['summary'][default]['risk']:.3f} vs {res['summary']['random']['risk']:.3f}"
+        for screen, res in results.items()
+    ]
+    print(f"pool: {default} against random, {seeds} seeds, budget {budget:g}: " + "; ".join(parts))
     return out
 
 

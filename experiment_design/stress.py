@@ -105,7 +105,7 @@ def make_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
 
 
 #: Largest share of a pool's conditions one axis of :func:`pool_stress_sets` may block from training.
-POOL_AXIS_SHARE = {"context": 1 / 3, "intervention": 1 / 4, "modality": 1 / 4, "scale": 1 / 4}
+POOL_AXIS_SHARE = {"context": 1 / 3, "intervention": 1 / 3, "modality": 1 / 4, "scale": 1 / 4}
 #: Largest share the stress sets of a pool may block together.
 POOL_TOTAL_SHARE = 1 / 2
 
@@ -116,8 +116,9 @@ def pool_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
     ``context``: conditions of one held-out cell line (when there are several);
     ``intervention``: conditions of held-out combinations (at most a quarter of
     the pool's distinct target sets, so a drug × drug grid keeps most of its
-    pairs to learn from), else singles, in the other lines; ``modality``:
-    anchor assays; ``scale``: tissue assays.
+    pairs to learn from), else (one combination, or one that would block more
+    than its share) doses of single targets, in the other lines;
+    ``modality``: anchor assays; ``scale``: tissue assays.
 
     What an axis blocks (its :func:`stress_rule`, not only its own conditions)
     is bounded: an axis that would keep more than :data:`POOL_AXIS_SHARE` of
@@ -138,10 +139,11 @@ def pool_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
     if held is not None:
         out["context"] = pick([q for q in pool if q.context.cell_line == held])
     sets = sorted({q.perturbation.targets for q in rest if q.perturbation.order >= 2})
-    if len(sets) >= 2:
-        chosen = {sets[i] for i in rng.permutation(len(sets))[: max(1, len(sets) // 4)]}
-        out["intervention"] = pick([q for q in rest if q.perturbation.targets in chosen])
-    elif singles := [q for q in rest if q.perturbation.order == 1]:
+    order = rng.permutation(len(sets))
+    combos = pick([q for q in rest if q.perturbation.targets in {sets[i] for i in order[: max(1, len(sets) // 4)]}])
+    if len(sets) >= 2 and _blocked_share({"intervention": combos}, pool) <= POOL_AXIS_SHARE["intervention"]:
+        out["intervention"] = combos
+    elif singles := [q for q in rest if q.perturbation.order == 1]:  # held-out doses of single targets
         out["intervention"] = pick(singles)
     anchors = [q for q in rest if space.assay(q.assay).is_anchor]
     if anchors:
@@ -152,16 +154,17 @@ def pool_stress_sets(space: DesignSpace, rng: np.random.Generator, n_per_axis: i
     return _bounded(out, pool)
 
 
+def _blocked_share(sets: dict[str, list[Query]], pool: list[Query]) -> float:
+    """Share of ``pool`` the stress sets' rule keeps from training."""
+    rule = stress_rule(sets)
+    return sum(rule.blocks(q) for q in pool) / max(len(pool), 1)
+
+
 def _bounded(sets: dict[str, list[Query]], pool: list[Query]) -> dict[str, list[Query]]:
     """Drop the axes that would block too much of the pool from training (see :func:`pool_stress_sets`)."""
-
-    def blocked(axes: dict[str, list[Query]]) -> float:
-        rule = stress_rule(axes)
-        return sum(rule.blocks(q) for q in pool) / max(len(pool), 1)
-
-    kept = {a: qs for a, qs in sets.items() if qs and blocked({a: qs}) <= POOL_AXIS_SHARE[a]}
+    kept = {a: qs for a, qs in sets.items() if qs and _blocked_share({a: qs}, pool) <= POOL_AXIS_SHARE[a]}
     for axis in ("context", "intervention", "modality", "scale"):  # the costliest first
-        if axis in kept and blocked(kept) > POOL_TOTAL_SHARE:
+        if axis in kept and _blocked_share(kept, pool) > POOL_TOTAL_SHARE:
             del kept[axis]
     return kept
 

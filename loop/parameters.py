@@ -17,7 +17,7 @@ operators (:class:`models.base.OperatorModel`, e.g. ``csl``):
   targets' effects on a program) and, from the predicted readout at both
   EC50s (each clipped into its dose range), ``excess_additive``
   (``y_ab − y_a − y_b + y_0``) and, for a one-feature readout on a ratio
-  scale (viability, growth), ``excess_bliss`` (``y_ab − y_a·y_b / y_0``;
+  scale (viability, growth: every prediction positive), ``excess_bliss`` (``y_ab − y_a·y_b / y_0``;
   negative = more inhibition than independent action, i.e. Bliss synergy for
   a viability readout). ``n_measured`` counts the pair's conditions the run
   measured: a pair never measured (or held out for evaluation) has a ``gamma``
@@ -203,7 +203,7 @@ def _pairs(
                 "gamma": float(np.median(g)),
                 "gamma_sd": float(g.std(ddof=1)) if len(g) > 1 else float("nan"),
                 "excess_additive": float(yab - ya - yb + y0),
-                "excess_bliss": float(yab - ya * yb / y0) if scalar and abs(y0) > 1e-12 else float("nan"),
+                "excess_bliss": float(yab - ya * yb / y0) if scalar and min(y0, ya, yb, yab) > 0 else float("nan"),
                 "synergy": nonadditivity_sign(yab, ya, yb, y0),
             }
         )
