@@ -39,6 +39,7 @@ from simulators.lab_formats import (
     is_screen_pattern,
     obs_frame,
     read_measurements,
+    table_files,
     value_message,
 )
 
@@ -531,7 +532,9 @@ def open_screen(
         DataFormatError: For a file that cannot be read, or ``lazy=True`` on a tidy table.
     """
     p = Path(path)
-    h5ad = is_screen_pattern(p) or (p.suffix.lower() == ".h5ad" and p.is_file() and p.stat().st_size > 0)
+    h5ad = (is_screen_pattern(p) and not table_files(p)) or (
+        p.suffix.lower() == ".h5ad" and p.is_file() and p.stat().st_size > 0
+    )
     if lazy and not h5ad and p.suffix.lower() != ".h5ad":
         raise DataFormatError(f"{p}: lazy reading is for .h5ad screens; a tidy table is read whole")
     if h5ad and (lazy or (lazy is None and screen_values(p) >= LAZY_VALUES)):

@@ -8,7 +8,8 @@ Three inputs are understood:
   ``rna``; sibling files ``<stem>.<modality>.h5ad`` (as
   ``simulators.export`` writes them) are read too. A directory or glob of
   ``.h5ad`` files (one per plate or cell line, as atlases ship them) is read
-  as one screen (:func:`h5ad_files`). Screens too large to densify are opened
+  as one screen (:func:`h5ad_files`), and so is a directory or glob of tidy
+  tables, e.g. a partitioned Parquet dataset (:func:`table_files`). Screens too large to densify are opened
   lazily by :mod:`simulators.atlas` instead, with the same checks.
 * **Tidy tables** (``.csv`` / ``.parquet``): one row per well or cell, the
   metadata columns plus numeric feature columns. ``mapping`` renames the
@@ -67,6 +68,8 @@ from experiment_design.modalities import is_counts, modality_names
 #: Columns every file needs (``dose_value`` may be absent for guide-level genetic screens).
 REQUIRED = (keys.PERTURBATION, keys.TIME, keys.CELL_LINE)
 COMBO_COLUMNS = ("drug1", "drug2", "conc1", "conc2", "response")
+#: Tidy-table file types.
+TABLE_SUFFIXES = (".csv", ".parquet")
 #: Concentration units (lower case) → factor to µM.
 CONCENTRATION_UNITS = {
     "um": 1.0,
@@ -190,8 +193,9 @@ def read_measurements(
     """Read a measured screen.
 
     Args:
-        path: ``.h5ad``, ``.csv`` or ``.parquet`` file, or a directory or glob of ``.h5ad`` files read as
-            one screen (:func:`h5ad_files`).
+        path: ``.h5ad``, ``.csv`` or ``.parquet`` file, or a directory or glob of ``.h5ad`` files
+            (:func:`h5ad_files`) or of tables (:func:`table_files`; a partitioned Parquet dataset's
+            ``key=value`` folders become columns) read as one screen.
         mapping: cslab column name → the file's column name.
         modality: Modality of tidy-table features without a ``modality`` column.
         units: The file's ``dose_unit`` values → units cslab knows (:data:`DOSE_UNITS`), e.g.
@@ -204,6 +208,10 @@ def read_measurements(
     path = Path(path)
     if is_screen_pattern(path):
         _check_unit_map(units)
+        tables = table_files(path)
+        if tables:
+            parts = [_read_tidy(f, mapping, modality, features, units, _partition_columns(path, f)) for f in tables]
+            return number_units(concat_files(parts, tables), {})  # a specimen's rows may span files
         return _read_h5ad(path, units)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
@@ -213,14 +221,56 @@ def read_measurements(
     _check_unit_map(units)
     if suffix == ".h5ad":
         return _read_h5ad(path, units)
-    if suffix in (".csv", ".parquet"):
-        df = _read_table(path)
-        if mapping:
-            df = df.rename(columns={v: k for k, v in mapping.items()})
-        if set(COMBO_COLUMNS) <= set(df.columns):
-            return table_to_batch(combo_to_tidy(df, path), path, "molecular", unit_map=units)
-        return table_to_batch(df, path, modality, features, unit_map=units)
+    if suffix in TABLE_SUFFIXES:
+        return _read_tidy(path, mapping, modality, features, units)
     raise DataFormatError(f"{path}: unknown file type {suffix!r}; accepted: .h5ad, .csv, .parquet")
+
+
+def _read_tidy(
+    path: Path,
+    mapping: dict[str, str] | None,
+    modality: str,
+    features: list[str] | None,
+    units: dict[str, str] | None,
+    partition: dict[str, str] | None = None,
+) -> MeasurementBatch:
+    """One tidy table (or combination matrix); ``partition`` adds Hive path columns (``cell_line=A``) it lacks."""
+    df = _read_table(path)
+    if mapping:
+        df = df.rename(columns={v: k for k, v in mapping.items()})
+    for col, value in (partition or {}).items():
+        if col not in df.columns:
+            df[col] = value
+    if set(COMBO_COLUMNS) <= set(df.columns):
+        return table_to_batch(combo_to_tidy(df, path), path, "molecular", unit_map=units)
+    return table_to_batch(df, path, modality, features, unit_map=units)
+
+
+def table_files(path: str | Path) -> list[Path]:
+    """The ``.csv`` / ``.parquet`` files of a table screen; ``[]`` when it holds ``.h5ad`` files.
+
+    A directory is searched recursively (Parquet datasets are partitioned into ``key=value``
+    folders); a glob matches in its folder. Hidden and ``_``-prefixed files (``_SUCCESS``) are skipped.
+
+    Raises:
+        DataFormatError: When it mixes ``.h5ad`` files with tables, or tables of both suffixes.
+    """
+    path = Path(path)
+    found = sorted(path.rglob("*")) if path.is_dir() else sorted(path.parent.glob(path.name))
+    found = [f for f in found if f.is_file() and not f.name.startswith((".", "_"))]
+    tables = [f for f in found if f.suffix.lower() in TABLE_SUFFIXES]
+    if tables and any(f.suffix.lower() == ".h5ad" for f in found):
+        raise DataFormatError(f"{path}: holds both .h5ad files and tables; point --data at one kind")
+    if len({f.suffix.lower() for f in tables}) > 1:
+        raise DataFormatError(f"{path}: holds both .csv and .parquet files; a screen's tables share one format")
+    return tables
+
+
+def _partition_columns(root: Path, f: Path) -> dict[str, str]:
+    """Hive partition columns of ``f`` under ``root`` (``root/cell_line=A/plate=3/part-0.parquet``)."""
+    base = root if root.is_dir() else root.parent
+    parts = f.relative_to(base).parts[:-1] if f.is_relative_to(base) else ()
+    return dict(p.split("=", 1) for p in parts if "=" in p)
 
 
 def read_options(data_mapping: dict | None) -> dict:
@@ -276,7 +326,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def is_screen_pattern(path: str | Path) -> bool:
-    """Whether ``path`` names several ``.h5ad`` files: a directory, or a glob (``plates/*.h5ad``)."""
+    """Whether ``path`` names several files of one screen: a directory, or a glob (``plates/*.h5ad``)."""
     return Path(path).is_dir() or any(ch in str(path) for ch in "*?[")
 
 
@@ -299,7 +349,7 @@ def h5ad_files(path: str | Path) -> list[tuple[Path, str]]:
     files = sorted(path.glob("*.h5ad")) if path.is_dir() else sorted(path.parent.glob(path.name))
     files = [f for f in files if f.is_file() and f.suffix.lower() == ".h5ad"]
     if not files:
-        raise DataFormatError(f"{path}: no .h5ad files")
+        raise DataFormatError(f"{path}: no .h5ad, .csv or .parquet files")
     out = []
     for f in files:
         inner = f.name[: -len(".h5ad")].rsplit(".", 1)

@@ -300,3 +300,41 @@ def test_a_continuous_modality_keeps_its_non_integer_values(tmp_path):
     df.to_csv(tmp_path / "panel.csv", index=False)
     m = read_measurements(tmp_path / "panel.csv").modalities["molecular"]
     np.testing.assert_allclose(m.X, [[0.25, 2.5], [1.75, -0.5]])
+
+
+def _plate_table(line: str, drug: str, bad: bool = False) -> pd.DataFrame:
+    """One plate of a viability screen: a vehicle well and three doses of one drug."""
+    return pd.DataFrame(
+        {
+            "perturbation": ["DMSO"] + [drug] * 3,
+            "dose_value": ["0", "0.1", "1", "10"],
+            "dose_unit": "uM",
+            "time": 24.0,
+            "viability": [1.0, 0.9, 0.6, "n/a" if bad else 0.2],
+            "plate_barcode": [f"P-{line}"] * 4,
+        }
+    )
+
+
+def test_a_partitioned_parquet_dataset_and_a_glob_of_csvs_are_one_screen(tmp_path):
+    """Labs write one file per plate or line; a Parquet dataset keeps cell_line in its folder names."""
+    root = tmp_path / "dataset"
+    for line, drug in (("A549", "drugX"), ("MCF7", "drugY")):
+        (root / f"cell_line={line}").mkdir(parents=True)
+        _plate_table(line, drug).to_parquet(root / f"cell_line={line}" / "part-0.parquet")
+    (root / "_SUCCESS").write_text("")  # Spark / pyarrow markers are not data
+    batch = read_measurements(root, features=["viability"])
+    obs = batch.modalities["molecular"].obs
+    assert sorted(set(obs[keys.CELL_LINE])) == ["A549", "MCF7"] and len(obs) == 8
+    assert batch.modalities["molecular"].var_names == ("viability",)
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for i, (line, drug) in enumerate((("A549", "drugX"), ("MCF7", "drugY"))):
+        _plate_table(line, drug, bad=i == 1).assign(cell_line=line).to_csv(plates / f"plate{i}.csv", index=False)
+    with pytest.raises(DataFormatError, match=r"plate1\.csv: row 5, column viability"):
+        read_measurements(plates / "plate*.csv", features=["viability"])
+    (plates / "plate1.csv").unlink()
+    assert len(read_measurements(plates / "plate*.csv", features=["viability"]).modalities["molecular"].obs) == 4
+    (plates / "extra.h5ad").write_text("")
+    with pytest.raises(DataFormatError, match="both .h5ad files and tables"):
+        read_measurements(plates)
