@@ -184,7 +184,7 @@ def test_files_of_one_screen_must_share_features(tmp_path):
     msg = _refusal(open_h5ad, d)
     assert msg == _refusal(read_measurements, d)
     assert "plate1.h5ad" in msg and "plate0.h5ad" in msg and "var_names" in msg
-    with pytest.raises(DataFormatError, match="no .h5ad files"):
+    with pytest.raises(DataFormatError, match="no .h5ad, .csv or .parquet files"):
         open_h5ad(tmp_path / "nothing*.h5ad")
 
 
