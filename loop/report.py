@@ -293,73 +293,64 @@ def _headline_html(results: pd.DataFrame, rng: np.random.Generator) -> str:
     return note + _table(shown)
 
 
-def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] | None) -> str:
-    if recovery is None:
-        return "<p class='note'>Not rendered: no recovery provider was given.</p>"
+def _per_strategy(runs: list[RunData], render: Callable[[RunData], str], unavailable: type[Exception]) -> str:
+    """``render`` one run per strategy (its lowest seed); ``unavailable`` and other errors become notes.
+
+    An optional section must not sink the report, so any error is shown in place of that run's part.
+    """
     picked = {}
-    for r in sorted(runs, key=lambda r: (r.strategy, r.seed)):
+    for r in sorted((r for r in runs if not r.failed), key=lambda r: (r.strategy, r.seed)):
         picked.setdefault(r.strategy, r)
     parts, notes = [], []
     for strategy, run in picked.items():
+        who = f"{html.escape(strategy)} (seed {run.seed})"
         try:
-            rec = recovery(run)
-        except RecoveryUnavailable as exc:
-            notes.append(f"{html.escape(strategy)} (seed {run.seed}): not available — {html.escape(str(exc))}")
+            body = render(run)
+        except unavailable as exc:
+            notes.append(f"{who}: not available — {html.escape(str(exc))}")
             continue
-        except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report; the error is shown
-            notes.append(
-                f"{html.escape(strategy)} (seed {run.seed}): failed — "
-                f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}"
-            )
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            notes.append(f"{who}: failed — {html.escape(type(exc).__name__)}: {html.escape(str(exc))}")
             continue
-        parts.append(f"<h3>{html.escape(strategy)}, seed {run.seed}</h3>")
-        if rec.note:
-            parts.append(f"<p>{html.escape(rec.note)}</p>")
+        parts.append(f"<h3>{html.escape(strategy)}, seed {run.seed}</h3>{body}")
+    return "".join(f"<p class='note'>{n}</p>" for n in notes) + "".join(parts)
+
+
+def _recovery_html(runs: list[RunData], recovery: Callable[[RunData], Recovery] | None) -> str:
+    if recovery is None:
+        return "<p class='note'>Not rendered: no recovery provider was given.</p>"
+
+    def render(run: RunData) -> str:
+        rec = recovery(run)
+        parts = [f"<p>{html.escape(rec.note)}</p>"] if rec.note else []
         if rec.panels:
-            parts.append(_img(plots.dose_response(rec.panels), f"dose-response {strategy}"))
+            parts.append(_img(plots.dose_response(rec.panels), f"dose-response {run.strategy}"))
         if rec.signs is not None:
             true, learned, labels = rec.signs
-            parts.append(
-                _img(
-                    plots.interaction_signs(np.asarray(true), np.asarray(learned), list(labels)),
-                    f"interaction signs {strategy}",
-                )
-            )
-    note = "".join(f"<p class='note'>{n}</p>" for n in notes)
-    return note + "".join(parts)
+            figure = plots.interaction_signs(np.asarray(true), np.asarray(learned), list(labels))
+            parts.append(_img(figure, f"interaction signs {run.strategy}"))
+        return "".join(parts)
+
+    return _per_strategy(runs, render, RecoveryUnavailable)
 
 
 def _parameters_html(runs: list[RunData], max_pairs: int = 10) -> str:
     """Per strategy (its lowest seed): the last model's per-target EC50 / slope / effect and pair interactions."""
     from loop.parameters import NoParameters, fitted_parameters, load_last_model, measured_pairs
 
-    picked = {}
-    for r in sorted((r for r in runs if not r.failed), key=lambda r: (r.strategy, r.seed)):
-        picked.setdefault(r.strategy, r)
-    parts = [
+    def render(run: RunData) -> str:
+        model, space, _ = load_last_model(run.root)
+        targets, pairs = fitted_parameters(model, space, measured_pairs(run.root))
+        return _table(targets) + (_table(pairs.head(max_pairs)) if len(pairs) else "")
+
+    intro = (
         "<p>From each run's last checkpoint (<code>python -m loop.parameters RUN --csv PREFIX</code> prints and "
         "writes the same tables): log10 EC50 in the target's dose unit, median over ensemble members and its "
         "spread, on the target's main program; effect = predicted readout change at the top dose; "
         "excess_bliss (one-feature readouts) &lt; 0 = more inhibition than Bliss independence. A pair with "
         "n_measured 0 was never measured (or is held out for evaluation): its γ is extrapolated.</p>"
-    ]
-    for strategy, run in picked.items():
-        try:
-            model, space, _ = load_last_model(run.root)
-            targets, pairs = fitted_parameters(model, space, measured_pairs(run.root))
-        except NoParameters as exc:
-            parts.append(f"<p class='note'>{html.escape(strategy)}: not available — {html.escape(str(exc))}</p>")
-            continue
-        except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report; the error is shown
-            parts.append(
-                f"<p class='note'>{html.escape(strategy)}: failed — {html.escape(type(exc).__name__)}: "
-                f"{html.escape(str(exc))}</p>"
-            )
-            continue
-        parts.append(f"<h3>{html.escape(strategy)}, seed {run.seed}</h3>" + _table(targets))
-        if len(pairs):
-            parts.append(_table(pairs.head(max_pairs)))
-    return "".join(parts)
+    )
+    return intro + _per_strategy(runs, render, NoParameters)
 
 
 def _repro_html(runs: list[RunData]) -> str:
