@@ -301,13 +301,25 @@ class MemberPosterior:
         """
         G = self.weighted(sigma) if G is None else G
         L = L.float()
-        # Candidates on the same targets share a support: gather each distinct block of Σ and G once.
+        n, width, R = L.shape
+        # Candidates on the same targets share a support: gather each distinct block of Σ and G once
+        # (stacked, [Σ_SS; G_SS] is (2·width, width)) and multiply it with its candidates' factors,
+        # never expanding one block per candidate (that copy was most of the cost).
         supports, which = torch.unique(idx, dim=0, return_inverse=True)
-        rows, cols = supports[:, :, None], supports[:, None, :]
-        SL = sigma.float()[rows, cols][which] @ L
-        GL = G[rows, cols][which] @ L
+        both = torch.cat([sigma.float(), G], dim=0)  # (2(P+1), P+1)
+        rows = torch.cat([supports, supports + sigma.shape[0]], dim=1)  # (U, 2·width)
+        blocks = both[rows[:, :, None], supports[:, None, :]]  # (U, 2·width, width)
+        order = torch.argsort(which, stable=True)
+        counts = torch.bincount(which, minlength=len(supports)).tolist()
+        out = torch.empty(n, 2 * width, R)
+        start = 0
+        for u, c in enumerate(counts):
+            rows_u = order[start : start + c]
+            out[rows_u] = blocks[u] @ L[rows_u]
+            start += c
+        SL, GL = out[:, :width], out[:, width:]
         Lt = L.transpose(1, 2)
-        A = torch.eye(L.shape[2], dtype=torch.float64) + (Lt @ SL).double()
+        A = torch.eye(R, dtype=torch.float64) + (Lt @ SL).double()
         return torch.linalg.solve(A, (Lt @ GL).double()).diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0.0)
 
     @staticmethod
