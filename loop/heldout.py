@@ -41,9 +41,21 @@ class HeldOut:
     def __init__(self, root: str | Path, space: DesignSpace, seed: int, n_per_axis: int = 8) -> None:
         self.dir = RoundStore(root).heldout_dir
         rng = np.random.default_rng([seed, 0x4E1D])
-        self.sets = pool_stress_sets(space, rng, n_per_axis) if space.pool else make_stress_sets(space, rng, n_per_axis)
+        drawn = pool_stress_sets(space, rng, n_per_axis) if space.pool else make_stress_sets(space, rng, n_per_axis)
+        # What a run measured is its stress sets: a resumed run keeps them even if the drawing rule has
+        # changed since (an axis not stored yet is drawn, and measured on resume).
+        self.sets = {**drawn, **self._stored()}
         self.rule = stress_rule(self.sets)
         self.blocked: Callable[[Query], bool] = self.rule.blocks
+
+    def _stored(self) -> dict[str, list[Query]]:
+        """Axis → the queries of its stored measurements (``heldout/<axis>.parquet``), in stored order."""
+        out = {}
+        for path in sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else []:
+            batch = MeasurementBatch.from_arrow(read_table(path))
+            first = pd.concat([m.obs for m in batch.modalities.values()]).drop_duplicates(keys.QUERY_ID)
+            out[path.stem] = queries_of_obs(first)
+        return out
 
     def restrict(self, space: DesignSpace) -> DesignSpace:
         """The space to propose from: held-out contexts and combinations closed, pool less blocked conditions."""
