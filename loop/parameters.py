@@ -5,13 +5,15 @@ guide's) potency and slope, and which pairs are synergistic. This module
 reads the run's last checkpoint and gives, for a model with learned
 operators (:class:`models.base.OperatorModel`, e.g. ``csl``):
 
-* **targets** — per target, on its *main program* (the one with the largest
-  median |Emax|): ``log10_ec50`` (median over ensemble members, log10 of the
-  target's dose unit; with its spread over members ``log10_ec50_sd``),
-  ``ec50``, ``hill``, ``emax`` (latent units), ``tau_h`` and ``effect``: the
-  predicted readout change at the top of the target's dose range against the
-  control. ``identified`` marks an effect (|Emax| ≥ ``EFFECT_MIN``) whose
-  EC50 the members agree on within ``EC50_SD_MAX`` log10 units.
+* **targets** — per target, on its *main program* (each member's program
+  with the largest |Emax| for it: members need not number their programs
+  alike; ``program`` is the most common): ``log10_ec50`` (median over
+  ensemble members, log10 of the target's dose unit; with its spread over
+  members ``log10_ec50_sd``), ``ec50``, ``hill``, ``emax`` (latent units),
+  ``tau_h`` and ``effect``: the predicted readout change at the top of the
+  target's dose range against the control (median over members).
+  ``identified`` marks an effect (|Emax| ≥ ``EFFECT_MIN``) whose EC50 the
+  members agree on within ``EC50_SD_MAX`` log10 units.
 * **pairs** — per target pair, the model's interaction ``gamma`` (median,
   and its spread over members; the model's reference is additivity of the
   targets' effects on a program) and, from the predicted readout at both
@@ -27,8 +29,8 @@ operators (:class:`models.base.OperatorModel`, e.g. ``csl``):
   (:func:`loop.recovery.nonadditivity_sign`).
 
 The readout is the run's first assay's first modality when it has one
-feature (a scalar screen), else the model's program activities (main program
-of the first target of the pair).
+feature (a scalar screen), else the model's program activities (each
+member's main program of the target, of the first target for a pair).
 
     python -m loop.parameters runs/screen1               # prints both tables
     python -m loop.parameters runs/screen1 --csv fitted  # also writes fitted.targets.csv, fitted.pairs.csv
@@ -108,9 +110,14 @@ def _readout(model: object, space: DesignSpace) -> str:
 
 
 def _predict(model: object, space: DesignSpace, perts: list[Perturbation], readout: str) -> np.ndarray:
-    """``(n, F)`` ensemble-mean readout of ``perts`` in the first open context at the last time."""
+    """``(M, n, F)`` members' readout of ``perts`` in the first open context at the last time."""
     t_h, ctx, assay = float(space.time_range_h[1]), space.open_contexts[0], space.assays[0].name
-    return np.asarray(model.predict([Query(p, t_h, ctx, assay) for p in perts]).members[readout], float).mean(0)
+    return np.asarray(model.predict([Query(p, t_h, ctx, assay) for p in perts]).members[readout], float)
+
+
+def _at(y: np.ndarray, rows: int | np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(M,)`` each member's value at row ``rows`` and its own column ``cols[m]``."""
+    return y[np.arange(len(y)), rows, cols]
 
 
 def fitted_parameters(
@@ -136,38 +143,40 @@ def fitted_parameters(
         raise NoParameters(f"model {type(model).__name__} has no operator parameters (a baseline)")
     P = model.operator_parameters()
     ec50, hill, emax, tau = (np.asarray(P[k], float) for k in ("log10_ec50", "hill", "emax", "tau_h"))
-    main = np.abs(np.median(emax, 0)).argmax(axis=1)  # (T,)
-    T = len(space.targets)
+    # Each member's main program per target: members need not number their programs alike.
+    main = np.abs(emax).argmax(axis=2)  # (M, T)
+    M, T = main.shape
+    m_ = np.arange(M)
     readout = _readout(model, space)
-    col = (lambda j: 0) if readout != "programs" else (lambda j: int(main[j]))
+    cols = main if readout == "programs" else np.zeros_like(main)  # (M, T): the readout column read per member
     top = [Perturbation((t.name,), (float(space.dose_ranges[t.kind][1]),)) for t in space.targets]
     y = _predict(model, space, [Perturbation.control(), *top], readout)
     rows = []
     for j, t in enumerate(space.targets):
-        k = int(main[j])
-        e = np.median(emax[:, j, k])
-        sd = float(ec50[:, j, k].std(ddof=1)) if len(ec50) > 1 else float("nan")
-        lec = float(np.median(ec50[:, j, k]))
+        k = main[:, j]
+        e = float(np.median(emax[m_, j, k]))
+        sd = float(ec50[m_, j, k].std(ddof=1)) if M > 1 else float("nan")
+        lec = float(np.median(ec50[m_, j, k]))
         rows.append(
             {
                 "target": t.name,
                 "kind": t.kind.value,
                 "dose_unit": t.dose_unit,
-                "program": k,
+                "program": int(np.bincount(k).argmax()),
                 "log10_ec50": lec,
                 "log10_ec50_sd": sd,
                 "ec50": 10.0**lec,
-                "hill": float(np.median(hill[:, j, k])),
-                "emax": float(e),
+                "hill": float(np.median(hill[m_, j, k])),
+                "emax": e,
                 "tau_h": float(np.median(tau[:, j])),
-                "effect": float(y[1 + j, col(j)] - y[0, col(j)]),
+                "effect": float(np.median(_at(y, 1 + j, cols[:, j]) - _at(y, 0, cols[:, j]))),
                 "identified": bool(abs(e) >= EFFECT_MIN and np.isfinite(sd) and sd <= EC50_SD_MAX),
             }
         )
     targets = pd.DataFrame(rows)
     if space.max_order < 2 or T < 2:
         return targets, pd.DataFrame(columns=["a", "b", "gamma", "gamma_sd", "excess_additive", "excess_bliss"])
-    pairs = _pairs(model, space, targets, np.asarray(P["interactions"], float), readout, col)
+    pairs = _pairs(model, space, targets, np.asarray(P["interactions"], float), readout, cols)
     if measured is not None:
         pairs.insert(
             2, "n_measured", [measured.get(frozenset((a, b)), 0) for a, b in zip(pairs["a"], pairs["b"], strict=True)]
@@ -176,7 +185,7 @@ def fitted_parameters(
 
 
 def _pairs(
-    model: object, space: DesignSpace, targets: pd.DataFrame, gamma: np.ndarray, readout: str, col: object
+    model: object, space: DesignSpace, targets: pd.DataFrame, gamma: np.ndarray, readout: str, cols: np.ndarray
 ) -> pd.DataFrame:
     """One row per target pair: the model's γ and the predicted excess over additivity (and Bliss) at the EC50s."""
     from loop.recovery import nonadditivity_sign
@@ -193,18 +202,19 @@ def _pairs(
     scalar = readout != "programs"
     rows = []
     for i, (a, b) in enumerate(pairs):
-        k = col(a)
-        y0, ya, yb, yab = y[0, k], y[1 + a, k], y[1 + b, k], y[1 + len(names) + i, k]
+        k = cols[:, a]  # each member reads the pair on the first target's main program
+        y0, ya, yb, yab = (_at(y, r, k) for r in (0, 1 + a, 1 + b, 1 + len(names) + i))  # (M,) each
         g = gamma[:, a, b]
+        ratio = scalar and bool((np.minimum(np.minimum(y0, ya), np.minimum(yb, yab)) > 0).all())
         rows.append(
             {
                 "a": names[a],
                 "b": names[b],
                 "gamma": float(np.median(g)),
                 "gamma_sd": float(g.std(ddof=1)) if len(g) > 1 else float("nan"),
-                "excess_additive": float(yab - ya - yb + y0),
-                "excess_bliss": float(yab - ya * yb / y0) if scalar and min(y0, ya, yb, yab) > 0 else float("nan"),
-                "synergy": nonadditivity_sign(yab, ya, yb, y0),
+                "excess_additive": float(np.median(yab - ya - yb + y0)),
+                "excess_bliss": float(np.median(yab - ya * yb / y0)) if ratio else float("nan"),
+                "synergy": nonadditivity_sign(*(float(np.median(v)) for v in (yab, ya, yb, y0))),
             }
         )
     return pd.DataFrame(rows).sort_values("gamma", key=np.abs, ascending=False, ignore_index=True)
