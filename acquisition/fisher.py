@@ -75,6 +75,7 @@ class ParameterInformation(AcquisitionFunction):
         self.n = len(support)
         self._pending: tuple[int, ...] = ()
         self._G: list[torch.Tensor] | None = None  # Σ C Σ per member at the pending posterior (set_X_pending)
+        self._G64: list[torch.Tensor] | None = None  # the same in float64, updated step by step
         self.set_X_pending(X_pending)
 
     def _condition(self, rows: tuple[int, ...]) -> tuple[list[torch.Tensor], float]:
@@ -90,8 +91,20 @@ class ParameterInformation(AcquisitionFunction):
         """Condition every member's posterior on the pending candidates (pool positions)."""
         rows = () if X_pending is None or len(X_pending) == 0 else tuple(pool_rows(X_pending, self.n).tolist())
         if rows != self._pending or self._G is None:
-            self._sigma, self._pending_value = self._condition(rows)
-            self._G = [m.weighted(s) for m, s in zip(self.members, self._sigma, strict=True)]
+            # Extend the cached prefix by rank-R updates of Σ and of G = Σ C Σ (no O(P³) product per step).
+            cached = self._G64 is not None and bool(self._pending) and rows[: len(self._pending)] == self._pending
+            if cached:
+                sig, G64, new = list(self._sigma), list(self._G64), rows[len(self._pending) :]
+            else:
+                sig, G64, new = [m.sigma0 for m in self.members], [m.weighted64(m.sigma0) for m in self.members], rows
+            for r in new:
+                for i, (m, L) in enumerate(zip(self.members, self.factors, strict=True)):
+                    sig[i], G64[i] = m.update_weighted(sig[i], G64[i], self.support[r], L[r])
+            self._sigma, self._G64 = sig, G64
+            self._pending_value = float(
+                np.mean([m.score(m.sigma0) - m.score(s) for m, s in zip(self.members, sig, strict=True)])
+            )
+            self._G = [g.float() for g in G64]
         self._pending = rows
         self.X_pending = X_pending if rows else None
 

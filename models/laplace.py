@@ -282,9 +282,13 @@ class MemberPosterior:
         Sigma[:P, :P] = torch.linalg.inv(Lam[:P, :P])
         self.sigma0 = 0.5 * (Sigma + Sigma.T)
 
+    def weighted64(self, sigma: torch.Tensor) -> torch.Tensor:
+        """``G = Σ C Σ`` in float64."""
+        return (sigma * self.c) @ sigma
+
     def weighted(self, sigma: torch.Tensor) -> torch.Tensor:
         """``G = Σ C Σ`` (float32), what :meth:`gains` reads."""
-        return ((sigma * self.c) @ sigma).float()
+        return self.weighted64(sigma).float()
 
     def gains(
         self, sigma: torch.Tensor, idx: torch.Tensor, L: torch.Tensor, G: torch.Tensor | None = None
@@ -330,6 +334,25 @@ class MemberPosterior:
         A = torch.eye(L.shape[1], dtype=sigma.dtype) + L.T @ B[idx]
         out = sigma - B @ torch.linalg.solve(A, B.T)
         return 0.5 * (out + out.T)
+
+    def update_weighted(
+        self, sigma: torch.Tensor, G: torch.Tensor, idx: torch.Tensor, L: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`update` of ``sigma`` and the same rank-``R`` update of ``G = Σ C Σ`` (float64).
+
+        With ``B = Σ_{:,S} L``, ``A = I + Lᵀ B_S`` and ``U = B A⁻¹``, ``Σ' = Σ − U Bᵀ`` and
+        ``G' = G − (Σ C B) Uᵀ − U (Σ C B)ᵀ + U (Bᵀ C B) Uᵀ``: ``O(P² R)`` instead of the ``O(P³)`` of
+        :meth:`weighted` (the same numbers up to rounding).
+        """
+        L = L.to(sigma.dtype)
+        B = sigma[:, idx] @ L  # (P+1, R)
+        A = torch.eye(L.shape[1], dtype=sigma.dtype) + L.T @ B[idx]
+        AB = torch.linalg.solve(A, B.T)  # A⁻¹ Bᵀ
+        out = sigma - B @ AB  # exactly as :meth:`update`
+        U = AB.T  # B A⁻¹ (A symmetric)
+        SCB = sigma @ (self.c[:, None] * B)
+        G = G - SCB @ U.T - U @ SCB.T + U @ ((B.T * self.c) @ B) @ U.T
+        return 0.5 * (out + out.T), 0.5 * (G + G.T)
 
     def score(self, sigma: torch.Tensor) -> float:
         """The weighted posterior variance ``tr(C Σ)``."""
