@@ -13,14 +13,12 @@ there) raises :class:`RecoveryUnavailable` and the report says why.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from experiment_design import DesignSpace, GroundTruth, Perturbation, Query
-from loop.rounds import RoundStore
 
 if TYPE_CHECKING:
     from loop.report import RunData
@@ -93,25 +91,16 @@ def _ground_truth(world: object) -> GroundTruth:
 
 
 def _load(run: RunData) -> tuple[object, GroundTruth, DesignSpace]:
-    cfg = run.config["config"]
-    if cfg.get("oracle", "sim") != "sim":
+    if run.config["config"].get("oracle", "sim") != "sim":
         raise RecoveryUnavailable("lab data has no ground truth")
-    ckpts = RoundStore(run.root).model_paths()
-    if not ckpts:
-        raise RecoveryUnavailable("no model checkpoint in checkpoints/")
-    import torch
-
     import simulators
-    from experiment_design.registry import load_plugins
-    from loop.config import RunConfig
+    from loop.parameters import NoParameters, load_last_model
 
-    config = RunConfig.from_dict(cfg)
-    load_plugins(config.plugins)
-    space = DesignSpace.from_dict(run.config["space"])
+    try:
+        model, space, config = load_last_model(run.root)
+    except NoParameters as exc:  # no checkpoint
+        raise RecoveryUnavailable(str(exc)) from None
     world = simulators.make_world(config.world, seed=config.seed, **config.world_overrides)
-    torch.set_num_threads(1)
-    model = config.build_model(space)
-    model.load_state_dict(torch.load(io.BytesIO(ckpts[-1].read_bytes()), weights_only=False))
     return model, _ground_truth(world), space
 
 
