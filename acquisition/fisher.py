@@ -78,33 +78,35 @@ class ParameterInformation(AcquisitionFunction):
         self._G64: list[torch.Tensor] | None = None  # the same in float64, updated step by step
         self.set_X_pending(X_pending)
 
-    def _condition(self, rows: tuple[int, ...]) -> tuple[list[torch.Tensor], float]:
-        """Posteriors after ``rows`` (reusing the cached pending prefix) and the batch value of ``rows``."""
+    def _condition(
+        self, rows: tuple[int, ...], weighted: bool = False
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, float]:
+        """Posteriors after ``rows`` (reusing the cached pending prefix), and the batch value of ``rows``.
+
+        With ``weighted``, also each member's ``G = Σ C Σ`` (float64), carried along by the same rank-R
+        update as Σ (:meth:`~models.laplace.MemberPosterior.update_weighted`: no O(P³) product per step).
+        """
         cached = bool(self._pending) and rows[: len(self._pending)] == self._pending
+        cached = cached and (self._G64 is not None or not weighted)
         sig = list(self._sigma) if cached else [m.sigma0 for m in self.members]
+        G64 = None
+        if weighted:
+            G64 = list(self._G64) if cached else [m.weighted64(m.sigma0) for m in self.members]
         for r in rows[len(self._pending) if cached else 0 :]:
-            sig = [m.update(s, self.support[r], L[r]) for m, s, L in zip(self.members, sig, self.factors, strict=True)]
+            for i, (m, L) in enumerate(zip(self.members, self.factors, strict=True)):
+                if weighted:
+                    sig[i], G64[i] = m.update_weighted(sig[i], G64[i], self.support[r], L[r])
+                else:
+                    sig[i] = m.update(sig[i], self.support[r], L[r])
         value = float(np.mean([m.score(m.sigma0) - m.score(s) for m, s in zip(self.members, sig, strict=True)]))
-        return sig, value
+        return sig, G64, value
 
     def set_X_pending(self, X_pending: torch.Tensor | None = None) -> None:
         """Condition every member's posterior on the pending candidates (pool positions)."""
         rows = () if X_pending is None or len(X_pending) == 0 else tuple(pool_rows(X_pending, self.n).tolist())
         if rows != self._pending or self._G is None:
-            # Extend the cached prefix by rank-R updates of Σ and of G = Σ C Σ (no O(P³) product per step).
-            cached = self._G64 is not None and bool(self._pending) and rows[: len(self._pending)] == self._pending
-            if cached:
-                sig, G64, new = list(self._sigma), list(self._G64), rows[len(self._pending) :]
-            else:
-                sig, G64, new = [m.sigma0 for m in self.members], [m.weighted64(m.sigma0) for m in self.members], rows
-            for r in new:
-                for i, (m, L) in enumerate(zip(self.members, self.factors, strict=True)):
-                    sig[i], G64[i] = m.update_weighted(sig[i], G64[i], self.support[r], L[r])
-            self._sigma, self._G64 = sig, G64
-            self._pending_value = float(
-                np.mean([m.score(m.sigma0) - m.score(s) for m, s in zip(self.members, sig, strict=True)])
-            )
-            self._G = [g.float() for g in G64]
+            self._sigma, self._G64, self._pending_value = self._condition(rows, weighted=True)
+            self._G = [g.float() for g in self._G64]
         self._pending = rows
         self.X_pending = X_pending if rows else None
 
@@ -122,7 +124,7 @@ class ParameterInformation(AcquisitionFunction):
                 ]
             ).mean(0)
             return self._pending_value + g
-        return torch.tensor([self._condition(self._pending + tuple(b.tolist()))[1] for b in rows], dtype=torch.float64)
+        return torch.tensor([self._condition(self._pending + tuple(b.tolist()))[2] for b in rows], dtype=torch.float64)
 
 
 class Blend(AcquisitionFunction):
