@@ -185,12 +185,12 @@ def combo_table(batch: MeasurementBatch, response: str | None) -> pd.DataFrame:
     y = np.asarray(m.X)[:, m.var_names.index(feature)]
     rows = []
     for i, row in obs.iterrows():
-        names = [] if row[keys.PERTURBATION] == keys.CONTROL else str(row[keys.PERTURBATION]).split(keys.COMBO_SEP)
-        doses = [] if not names else [float(d) for d in str(row[keys.DOSE_VALUE]).split(keys.COMBO_SEP)]
+        pert = Perturbation.parse(row[keys.PERTURBATION], row[keys.DOSE_VALUE])
         units = str(row[keys.DOSE_UNIT]).split(keys.COMBO_SEP)
-        if len(names) > 2 or any(u != "uM" for u in units[: len(names)]):
+        if pert.order > 2 or any(u != "uM" for u in units[: pert.order]):
             raise ValueError(f"--format combo: query {row[keys.QUERY_ID]} is not a compound single or pair")
-        names, doses = names + [""] * (2 - len(names)), doses + [0.0] * (2 - len(doses))
+        names = list(pert.targets) + [""] * (2 - pert.order)
+        doses = [float(d) for d in pert.doses] + [0.0] * (2 - pert.order)
         rows.append(
             {
                 "drug1": names[0] or "DMSO",
