@@ -256,8 +256,12 @@ def _execute_on_ray(
             try:
                 outcome = ray.get(ready[0])
             except ray.exceptions.RayError as exc:  # lost RUN_RETRIES + 1 times: report it, keep the others
-                outcome = {"run": spec.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                outcome["wall_s"] = float("nan")
+                outcome = {
+                    "run": spec.name,
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "wall_s": float("nan"),
+                }
                 _mark_lost(spec, exc)
             done(outcome, spec)
     finally:
