@@ -10,6 +10,7 @@ also what the BoTorch view builds directly from a design encoding.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ import torch
 from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
 from experiment_design.assays import RNA, SPATIAL
 from experiment_design.modalities import is_counts
+from models.modules.likelihoods import log_factorial
 
 
 @dataclass
@@ -161,6 +163,11 @@ class WellBlock:
     var_names: tuple[str, ...]
     plates: tuple[str, ...]
     specimens: tuple[str, ...]
+
+    @functools.cached_property
+    def log_y_factorial(self) -> torch.Tensor:
+        """``(W, F)`` float64 ``lgamma(y + 1)``: the count likelihood's data-only term, computed once."""
+        return log_factorial(self.y)
 
     def select(self, keep: torch.Tensor) -> WellBlock:
         """The specimens where the bool mask ``keep`` ``(W,)`` is true."""

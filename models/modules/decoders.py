@@ -77,7 +77,7 @@ class CountDecoder(nn.Module):
         log_n = torch.log(block.y.sum(1, keepdim=True).clamp_min(1.0))
         log_mu = log_n + self.log_p(z, site)
         log_theta = torch.log(block.n_units)[:, None] + self.log_theta
-        return -(nb_log_prob(block.y, log_mu, log_theta).sum(1) * w).sum()
+        return -(nb_log_prob(block.y, log_mu, log_theta, block.log_y_factorial).sum(1) * w).sum()
 
     def readout(self, z: torch.Tensor, site: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log expected CP10k ``(n, G)`` and its variance for one specimen."""
@@ -125,7 +125,7 @@ class AdtDecoder(nn.Module):
     def nll(self, z: torch.Tensor, site: torch.Tensor, block: WellBlock, w: torch.Tensor) -> torch.Tensor:
         """Weighted NB negative log-likelihood of summed ADT counts."""
         log_n = torch.log(block.n_units)[:, None]
-        lp = nb_log_prob(block.y, log_n + self.log_mean(z, site), log_n + self.log_theta)
+        lp = nb_log_prob(block.y, log_n + self.log_mean(z, site), log_n + self.log_theta, block.log_y_factorial)
         return -(lp.sum(1) * w).sum()
 
     def readout(self, z: torch.Tensor, site: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

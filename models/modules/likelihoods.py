@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 import torch
 
 
-def nb_log_prob(y: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
+def nb_log_prob(
+    y: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor, log_y_factorial: torch.Tensor | None = None
+) -> torch.Tensor:
     """Negative binomial log pmf with mean ``μ`` and inverse dispersion ``θ`` (Var = μ + μ²/θ).
 
     Args:
         y: Counts (float tensor, >= 0).
         log_mu: log mean, broadcastable to ``y``.
         log_theta: log inverse dispersion, broadcastable to ``y``.
+        log_y_factorial: ``lgamma(y + 1)`` in float64 (:func:`log_factorial`), when the caller keeps it:
+            it depends on the data alone, so a fit computes it once rather than at every step.
 
     Returns:
         Elementwise log probability, in the dtype of ``log_mu``. Computed in
@@ -34,10 +38,15 @@ def nb_log_prob(y: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor) 
     return (
         torch.lgamma(y + theta)
         - torch.lgamma(theta)
-        - torch.lgamma(y + 1.0)
+        - (log_factorial(y) if log_y_factorial is None else log_y_factorial)
         + theta * (log_theta - log_mu_theta)
         + y * (log_mu - log_mu_theta)
     ).to(dtype)
+
+
+def log_factorial(y: torch.Tensor) -> torch.Tensor:
+    """``lgamma(y + 1)`` in float64, elementwise (the NB log pmf's data-only term)."""
+    return torch.lgamma(y.double() + 1.0)
 
 
 def normal_log_prob(y: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

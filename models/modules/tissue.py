@@ -122,7 +122,7 @@ class SpotDecoder(nn.Module):
         """Weighted NB negative log-likelihood of the patches' summed spot counts."""
         log_mu = torch.log(block.y.sum(1, keepdim=True).clamp_min(1.0)) + self.log_p(z, site)
         log_theta = torch.log(block.n_units)[:, None] + self.log_theta
-        return -(nb_log_prob(block.y, log_mu, log_theta).sum(1) * w).sum()
+        return -(nb_log_prob(block.y, log_mu, log_theta, block.log_y_factorial).sum(1) * w).sum()
 
     def readout(self, z: torch.Tensor, site: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log expected CP10k of a spot ``(n, G)`` and its variance for one patch."""
