@@ -27,7 +27,10 @@ rank whatever the ensemble size (a 5-member spread alone has rank ≤ 4).
 By default the value is blended (:class:`Blend`, each part scaled by its best
 candidate) with the readouts' joint EIG, decoders included, for the index's
 cross-modal, cross-scale and latent parts: 7 : 5, the index's weights of the
-parts each serves. Cost per unit information, pacing and anchors come from
+parts each serves; and a quarter of the blend goes to the modalities' decoder
+information (:mod:`acquisition.coverage`: what the batch adds to the specimens
+each modality has seen), which the ensemble's spread cannot show for a
+modality it has never observed. Cost per unit information, pacing and anchors come from
 :mod:`acquisition.cost_aware` on top (its default base). A model without an
 intervention operator (a baseline) has no such parameters: the strategy then
 falls back to the ensemble ``eig``.
@@ -41,7 +44,8 @@ from botorch.acquisition import AcquisitionFunction
 
 from acquisition.base import DEFAULT_TIME_LIMIT_S
 from acquisition.botorch_strategy import BotorchStrategy, Pool
-from acquisition.readouts import build_pool_model, pool_positions, pool_rows
+from acquisition.coverage import ModalityCoverage
+from acquisition.readouts import NoModel, build_pool_model, pool_positions, pool_rows
 from acquisition.registry import register
 from experiment_design import DesignSpace, MeasurementBatch, Query
 from models.base import LaplaceModel
@@ -50,6 +54,9 @@ from models.base import LaplaceModel
 #: cross-modal, cross-scale and latent parts, 5 of the index's 12 weights); the rest goes to the parameters
 #: (EC50, slope, τ, direction, interaction: 7 of 12).
 READOUT_SHARE = 5.0 / 12.0
+#: Share of the acquisition value given to the modalities' decoder information (:mod:`acquisition.coverage`); the
+#: parameter and readout parts share the rest 7 : 5.
+COVERAGE_SHARE = 0.25
 #: Candidates that stay in the greedy race after its first step (the best by gain per cost).
 SHORTLIST = 256
 
@@ -70,7 +77,7 @@ class ParameterInformation(AcquisitionFunction):
     def __init__(
         self, members: list, support: torch.Tensor, factors: list[torch.Tensor], X_pending: torch.Tensor | None = None
     ) -> None:
-        super().__init__(model=_NoModel())
+        super().__init__(model=NoModel())
         self.members, self.support, self.factors = members, support, factors
         self.n = len(support)
         self._pending: tuple[int, ...] = ()
@@ -144,7 +151,7 @@ class Blend(AcquisitionFunction):
     indexed = True
 
     def __init__(self, parts: list[AcquisitionFunction], weights: list[float], n: int, chunk_size: int = 4096) -> None:
-        super().__init__(model=_NoModel())
+        super().__init__(model=NoModel())
         self.parts, self.weights, self.n = parts, [float(w) for w in weights], n
         X = pool_positions(n)
         for a in parts:
@@ -171,12 +178,6 @@ class Blend(AcquisitionFunction):
         return sum(w * a(X).double() / s for a, w, s in zip(self.parts, self.weights, self.scales, strict=True))
 
 
-class _NoModel(torch.nn.Module):
-    """Placeholder model: the acquisition reads member posteriors, not a BoTorch model."""
-
-    num_outputs = 1
-
-
 @register("fisher")
 class FisherStrategy(BotorchStrategy):
     """Targeted A-optimal design on the intervention parameters (Laplace posterior, mixed over members).
@@ -186,6 +187,8 @@ class FisherStrategy(BotorchStrategy):
         pool_size: Candidates drawn per proposal.
         chunk_size: Candidates scored per acquisition call.
         cost_exponent: λ in gain / cost^λ (0 here; :mod:`acquisition.cost_aware` sets 1).
+        readout_share: Share of the readouts' joint EIG in the blend (of what coverage leaves).
+        coverage_share: Share of the modalities' decoder information (:mod:`acquisition.coverage`).
     """
 
     shortlist = SHORTLIST
@@ -197,11 +200,15 @@ class FisherStrategy(BotorchStrategy):
         chunk_size: int = 4096,
         cost_exponent: float = 0.0,
         readout_share: float = READOUT_SHARE,
+        coverage_share: float = COVERAGE_SHARE,
     ) -> None:
         super().__init__(time_limit_s, pool_size, chunk_size, cost_exponent)
         if not 0.0 <= readout_share < 1.0:
             raise ValueError(f"FisherStrategy: readout_share must be in [0, 1), got {readout_share}")
+        if not 0.0 <= coverage_share < 1.0:
+            raise ValueError(f"FisherStrategy: coverage_share must be in [0, 1), got {coverage_share}")
         self.readout_share = float(readout_share)
+        self.coverage_share = float(coverage_share)
 
     def _laplace(self, model: LaplaceModel, queries: list[Query]) -> tuple[list, torch.Tensor, list[torch.Tensor]]:
         """The members' parameter posteriors and the candidates' information (the model's own fit)."""
@@ -225,14 +232,20 @@ class FisherStrategy(BotorchStrategy):
             )
         members, support, factors = self._laplace(model, pool.queries)
         acqf = ParameterInformation(members, support, factors)
-        if self.readout_share == 0.0:
+        if self.readout_share == 0.0 and self.coverage_share == 0.0:
             return acqf, pool
-        from acquisition.eig import EnsembleEIG
+        parts, weights, n = [acqf], [1.0 - self.readout_share], len(pool.queries)
+        if self.readout_share > 0.0:
+            from acquisition.eig import EnsembleEIG
 
-        pool_model, n = build_pool_model(
-            model, space, pool.queries, pool.X, rng, deadline=deadline, through_programs=False
-        )
-        blend = Blend(
-            [acqf, EnsembleEIG(pool_model)], [1.0 - self.readout_share, self.readout_share], n, self.chunk_size
-        )
-        return blend, pool.truncate(n)
+            pool_model, n = build_pool_model(
+                model, space, pool.queries, pool.X, rng, deadline=deadline, through_programs=False
+            )
+            parts.append(EnsembleEIG(pool_model))
+            weights.append(self.readout_share)
+        pool = pool.truncate(n)
+        weights = [(1.0 - self.coverage_share) * w for w in weights]
+        if self.coverage_share > 0.0:
+            parts.append(ModalityCoverage.of_pool(space, pool.queries, ledger))
+            weights.append(self.coverage_share)
+        return Blend(parts, weights, n, self.chunk_size), pool

@@ -93,6 +93,12 @@ def pool_rows(X: torch.Tensor, n: int) -> torch.Tensor:
     return idx.long()
 
 
+class NoModel(torch.nn.Module):
+    """Placeholder ``model`` of a pool-indexed acquisition function that reads no BoTorch model."""
+
+    num_outputs = 1
+
+
 class PoolEnsembleModel(EnsembleModel):
     """Ensemble model whose outputs are the whitened, assay-masked readouts of a fixed pool.
 
