@@ -38,20 +38,17 @@ import torch
 from botorch.acquisition import AcquisitionFunction
 
 from acquisition.readouts import NoModel, pool_rows
-from experiment_design import DesignSpace, MeasurementBatch, Query, keys
+from experiment_design import DesignSpace, MeasurementBatch, Query
 
 #: Prior weight of a decoder, in specimens.
 PRIOR_SPECIMENS = 1.0
 
 
 def observed_specimens(ledger: MeasurementBatch | None) -> dict[str, int]:
-    """Modality → distinct specimens (query, replicate) that observe it in ``ledger``."""
+    """Modality → distinct specimens that observe it in ``ledger`` (the model's unit: a well, sample or patch)."""
     if ledger is None:
         return {}
-    out = {}
-    for name, m in ledger.modalities.items():
-        out[name] = int(m.obs[[keys.QUERY_ID, keys.REPLICATE]].drop_duplicates().shape[0])
-    return out
+    return {name: int(m.specimen_ids.nunique()) for name, m in ledger.modalities.items()}
 
 
 class ModalityCoverage(AcquisitionFunction):

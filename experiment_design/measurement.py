@@ -57,6 +57,11 @@ class ModalityData:
         self.obs = self.obs.reset_index(drop=True)
 
     @property
+    def specimen_ids(self) -> pd.Series:
+        """``(n_units,)`` the specimen of each row, as text: the unit of aggregation (a well, sample or patch)."""
+        return self.obs[keys.SPECIMEN].astype(str)
+
+    @property
     def obs_names(self) -> pd.Index:
         """``"<query_id>:<replicate>:<unit>"`` per row."""
         o = self.obs

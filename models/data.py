@@ -260,12 +260,7 @@ def build_well_data(space: DesignSpace, data: MeasurementBatch) -> WellData:
     blocks, raw = {}, {}
     for name, m in data.modalities.items():
         obs = m.obs
-        spec = (
-            obs[keys.SPECIMEN].astype(str)
-            if keys.SPECIMEN in obs
-            else (obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str))
-        )
-        codes, uniq = pd.factorize(spec, sort=False)
+        codes, uniq = pd.factorize(m.specimen_ids, sort=False)
         W = len(uniq)
         X = np.asarray(m.X, dtype=np.float64)
         sums = np.zeros((W, X.shape[1]))

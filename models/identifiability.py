@@ -87,7 +87,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Perturbation, Query, keys
+from experiment_design import DesignSpace, GroundTruth, MeasurementBatch, Perturbation, Query
 from experiment_design.assays import ADT, MORPHOLOGY, RNA, SPATIAL
 from models.base import OperatorModel
 from models.cross_scale import composition_error, cycle_r2, lift_spots, true_compositions
@@ -378,13 +378,7 @@ def _well_data(model, data: MeasurementBatch | None):  # noqa: ANN001, ANN202
         seen = {s for b in model.data.blocks.values() for s in b.specimens}
         spec = set()
         for m in data.modalities.values():
-            obs = m.obs
-            col = (
-                obs[keys.SPECIMEN]
-                if keys.SPECIMEN in obs
-                else obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str)
-            )
-            spec.update(col.astype(str).unique().tolist())
+            spec.update(m.specimen_ids.unique().tolist())
         if spec == seen:
             return model.data
     return build_well_data(model.space, data)

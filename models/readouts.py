@@ -82,12 +82,7 @@ def observed_readout(batch: MeasurementBatch, modality: str) -> ObservedReadout:
         raise ValueError(f"observed_readout: batch has no modality {modality!r}; has {list(batch.modalities)}")
     m = batch.modalities[modality]
     obs = m.obs
-    spec = (
-        obs[keys.SPECIMEN].astype(str)
-        if keys.SPECIMEN in obs
-        else (obs[keys.QUERY_ID].astype(str) + ":" + obs[keys.REPLICATE].astype(str))
-    )
-    codes, _ = pd.factorize(spec, sort=False)
+    codes, _ = pd.factorize(m.specimen_ids, sort=False)
     W = int(codes.max()) + 1 if len(codes) else 0
     X = np.asarray(m.X, dtype=float)
     sums = np.zeros((W, X.shape[1]))

@@ -14,11 +14,12 @@ from experiment_design import MeasurementBatch, ModalityData, keys
 
 
 def ledger_of(counts: dict[str, int], replicates: int = 1) -> MeasurementBatch:
-    """A ledger with ``counts[m]`` specimens of modality ``m`` (each with ``replicates`` replicates, 3 units)."""
+    """A ledger with ``counts[m]`` queries of modality ``m``, each ``replicates`` specimens of 3 units (cells)."""
     out = {}
     for m, n in counts.items():
         rows = [
-            {c: "x" for c in keys.OBS_COLUMNS} | {keys.QUERY_ID: f"q{i}", keys.REPLICATE: r, keys.UNIT: u}
+            {c: "x" for c in keys.OBS_COLUMNS}
+            | {keys.QUERY_ID: f"q{i}", keys.REPLICATE: r, keys.SPECIMEN: f"q{i}:{r}", keys.UNIT: u}
             for i in range(n)
             for r in range(replicates)
             for u in range(3)
@@ -27,7 +28,7 @@ def ledger_of(counts: dict[str, int], replicates: int = 1) -> MeasurementBatch:
     return MeasurementBatch(out)
 
 
-def test_specimens_are_counted_per_query_and_replicate_not_per_cell():
+def test_specimens_are_counted_per_specimen_not_per_cell():
     seen = observed_specimens(ledger_of({"rna": 4, "adt": 2}, replicates=2))
     assert seen == {"rna": 8, "adt": 4}
     assert observed_specimens(None) == {}
