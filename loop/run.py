@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in DIR (its stored settings; --address and --workers may change)",
     )
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
-    p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray (all)")
+    p.add_argument("--workers", type=int, default=None, help="CPUs for local Ray, when the run uses it (all)")
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with any of these settings")
     p.add_argument("--quiet", action="store_true", help="print only the run path and the final summary")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")

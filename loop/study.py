@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query
 from experiment_design.registry import load_plugins
 from loop import faults
 from loop.config import IDENTITY_KEYS, RunConfig, SettingError, normalise, versions
-from loop.distributed import OracleClient, init_ray, ray_map, share_plugins
+from loop.distributed import OracleClient, init_ray, ray_map, ray_wanted, share_plugins
 from loop.heldout import HeldOut
 from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore, is_run_folder
@@ -66,7 +66,10 @@ class Study:
         config: The run's configuration.
         oracle_factory: Picklable zero-argument callable building the oracle
             (default: the simulator of ``config``).
-        local_oracle: Call the oracle in this process instead of a Ray actor.
+        local_oracle: Call the oracle in this process (``True``) or in a Ray actor (``False``). Default:
+            a Ray actor when the run joins a cluster (``config.address``, ``RAY_ADDRESS``) or Ray already
+            runs in this process, else in-process (:func:`loop.distributed.ray_wanted`), so a single local
+            run starts no Ray at all (its ensemble is fitted in this process).
         oracle_backoff_s: First wait before retrying a failed oracle call (doubles per retry).
         fit_map: ``map``-like callable running the member fits (default: Ray tasks). A run that is
             itself one of many parallel Ray tasks (``loop.compare``) passes ``map``: its fits then run
@@ -80,7 +83,7 @@ class Study:
         root: Path,
         config: RunConfig,
         oracle_factory: Callable | None = None,
-        local_oracle: bool = False,
+        local_oracle: bool | None = None,
         oracle_backoff_s: float = 0.5,
         fit_map: Callable | None = None,
         save: Callable[[], object] | None = None,
@@ -206,10 +209,18 @@ class Study:
     def oracle(self) -> OracleClient:
         """The oracle client (the Ray actor starts on first use)."""
         if self._oracle is None:
-            if not self._local_oracle:
+            local = self._local_oracle
+            if local is None:
+                local = not ray_wanted(self.config.address)
+            if not local:
                 self._ensure_ray()
-            self._oracle = OracleClient(self._oracle_factory, backoff_s=self._backoff_s, local=self._local_oracle)
+            self._oracle = OracleClient(self._oracle_factory, backoff_s=self._backoff_s, local=local)
         return self._oracle
+
+    def _ray_map(self, fn: Callable, items: Iterable) -> list:
+        """:func:`loop.distributed.ray_map`, starting Ray on first use (a batched fit never calls it)."""
+        self._ensure_ray()
+        return ray_map(fn, items)
 
     def _ensure_ray(self) -> None:
         """Start (or join) Ray on first use; a run that only proposes never starts it."""
@@ -412,9 +423,7 @@ class Study:
         if on_stage:
             on_stage(r, "fit")
         t0 = time.perf_counter()
-        if self._fit_map is None:
-            self._ensure_ray()
-        self.model.fit(self._training_data(r), map_fn=self._fit_map or ray_map)
+        self.model.fit(self._training_data(r), map_fn=self._fit_map or self._ray_map)
         state = self.model.state_dict()
         atomic_write(self.store.model_path(r), lambda fh: torch.save(state, fh))
         self.store.write_status(r, S.FITTED, fit_s=time.perf_counter() - t0)

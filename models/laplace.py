@@ -152,10 +152,21 @@ def _sqrt_psd(W: torch.Tensor) -> torch.Tensor:
 
 
 def _decoder_weight(dec: torch.nn.Module, z: torch.Tensor, site: torch.Tensor) -> torch.Tensor:
-    """``(n, K, K)`` Fisher weight of the latent through one decoder, ``D_zᵀ diag(1/var) D_z``."""
-    inv = 1.0 / dec.readout(z, site)[1].clamp_min(MIN_VARIANCE)
-    D = torch.func.vmap(torch.func.jacfwd(lambda zz, ss: dec.readout(zz[None], ss[None])[0][0]))(z, site)
-    return torch.einsum("nfk,nf,nfl->nkl", D, inv, D)
+    """``(n, K, K)`` Fisher weight of the latent through one decoder, ``D_zᵀ diag(1/var) D_z``.
+
+    ``D_z`` ``(n, F, K)`` by one reverse pass: a row's readout depends only on its own latent, so with
+    ``z`` repeated ``F`` times, the gradient of ``Σ_{i,f} readout[(i, f), f]`` is every row's Jacobian.
+    (``torch.func.jacfwd`` gives the same numbers up to rounding but loads ``torch._dynamo`` on first
+    use, 2–3 s once per process.)
+    """
+    mean, var = dec.readout(z, site)
+    n, F = mean.shape
+    zz = z.detach().repeat_interleave(F, 0).requires_grad_(True)  # (n·F, K)
+    with torch.enable_grad():
+        out = dec.readout(zz, site.repeat_interleave(F))[0].reshape(n, F, F)
+        (D,) = torch.autograd.grad(out.diagonal(dim1=1, dim2=2).sum(), zz)
+    D = D.reshape(n, F, -1)
+    return torch.einsum("nfk,nf,nfl->nkl", D, 1.0 / var.clamp_min(MIN_VARIANCE), D)
 
 
 def decoder_roots(net: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from acquisition.readouts import pool_positions
 from experiment_design import Context, DesignSpace, Perturbation, Query, Target
 from experiment_design.assays import MOLECULAR, Assay, Scale
 from models.data import features_from_queries
-from models.laplace import Layout, MemberPosterior, _latent_jacobian, information_factors
+from models.laplace import Layout, MemberPosterior, _decoder_weight, _latent_jacobian, information_factors
 from models.modules.network import CSLNetwork
 
 EC50_LOG10 = 0.0  # 1 µM
@@ -65,6 +65,29 @@ def test_layout_gives_every_parameter_one_index_and_empty_slots_the_dummy():
         lay.support(torch.tensor([[2, 1, 4]]))[0, 3 * lay.block]
         == lay.support(torch.tensor([[1, 2, 4]]))[0, 3 * lay.block]
     )
+
+
+@pytest.mark.parametrize("project_spatial", [False, True])
+def test_decoder_weight_is_the_jacobian_sandwich_of_every_decoder(project_spatial):
+    """``D_zᵀ diag(1/var) D_z`` from one reverse pass equals the one from ``torch.func.jacfwd``, per decoder."""
+    from experiment_design.assays import ADT, MORPHOLOGY, RNA, SPATIAL
+
+    torch.manual_seed(3)
+    dims = {RNA: 12, SPATIAL: 12, ADT: 5, MORPHOLOGY: 6, MOLECULAR: 3}
+    net = CSLNetwork(2, 3, 2, 2, torch.zeros(2), dims, n_plates=2, project_spatial=project_spatial)
+    with torch.no_grad():
+        for p in net.decoders.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # away from the initialisation's symmetries
+    z, site = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+    for name, dec in net.decoders.items():
+        with torch.no_grad():  # as models.laplace.decoder_roots calls it
+            inv = 1.0 / dec.readout(z, site)[1].clamp_min(1e-6)
+            D = torch.func.vmap(torch.func.jacfwd(lambda zz, ss, d=dec: d.readout(zz[None], ss[None])[0][0]))(z, site)
+            expected = torch.einsum("nfk,nf,nfl->nkl", D, inv, D)
+            got = _decoder_weight(dec, z, site)
+        assert got.shape == (4, 3, 3), name
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+        assert float(expected.abs().max()) > 1e-3, name  # not a comparison of zeros
 
 
 def test_latent_jacobian_matches_finite_differences():

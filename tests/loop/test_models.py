@@ -180,10 +180,14 @@ def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp
         'strategy = "random"\nworld = "small"\nbudget = 14.0\nbatch_size = 4\nn_members = 2\ninitial_size = 4\n'
         "heldout_per_axis = 2\n"
     )
+    import ray
+
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     out = tmp_path / "run"
+    # joining the session's Ray puts the oracle in an actor: the plug-in file's code must travel there by value
+    address = ray.get_runtime_context().gcs_address
     done = subprocess.run(
-        [sys.executable, "-m", "loop.run", "--config", str(cfg), "--out", str(out), "--quiet", "--workers", "1"],
+        [sys.executable, "-m", "loop.run", "--config", str(cfg), "--out", str(out), "--quiet", "--address", address],
         env=env,
         capture_output=True,
         text=True,
