@@ -151,13 +151,19 @@ class OracleClient:
         attempts: Calls before giving up.
         backoff_s: First wait between attempts; doubles each time.
         local: Call the oracle in this process instead of a Ray actor.
+        instance: With ``local``, an oracle ``factory`` already built (used instead of building another).
     """
 
     def __init__(
-        self, factory: Callable[[], object], attempts: int = 4, backoff_s: float = 0.5, local: bool = False
+        self,
+        factory: Callable[[], object],
+        attempts: int = 4,
+        backoff_s: float = 0.5,
+        local: bool = False,
+        instance: object | None = None,
     ) -> None:
         self.attempts, self.backoff_s = attempts, backoff_s
-        self._local = factory() if local else None
+        self._local = (instance if instance is not None else factory()) if local else None
         self._actor = None if local else oracle_actor().remote(factory)
 
     def measure(self, queries: Sequence, layout: dict | None = None, **kwargs: object) -> object:

@@ -107,6 +107,9 @@ class Study:
         factory = source.factory(config)
         oracle = factory()
         self._oracle_factory = oracle_factory or factory
+        # an in-process oracle is this one (a second copy of a large screen would double its memory);
+        # oracles are stateless across calls (the simulator draws per query, the lab adapter is told what is used)
+        self._oracle_instance = oracle if oracle_factory is None else None
         self.features = {m: list(v) for m, v in oracle.var_names.items()}
         self.truth = getattr(oracle, "truth", None)
         base_space = oracle.space
@@ -214,7 +217,9 @@ class Study:
                 local = not ray_wanted(self.config.address)
             if not local:
                 self._ensure_ray()
-            self._oracle = OracleClient(self._oracle_factory, backoff_s=self._backoff_s, local=local)
+            self._oracle = OracleClient(
+                self._oracle_factory, backoff_s=self._backoff_s, local=local, instance=self._oracle_instance
+            )
         return self._oracle
 
     def _ray_map(self, fn: Callable, items: Iterable) -> list:

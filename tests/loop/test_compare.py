@@ -183,7 +183,16 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path):
 
     other = next(s for s in ("uncertainty", "disagreement", "eig", "sobol") if s in STRATEGIES)
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"n_members": 2, "initial_size": 4, "time_limit_s": 2.0}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "n_members": 2,
+                "initial_size": 4,
+                "time_limit_s": 2.0,
+                "model_options": {"max_steps": 150, "warm_steps": 50},
+            }
+        )
+    )
     out = tmp_path / "study"
     argv = [
         "--strategies",

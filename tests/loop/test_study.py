@@ -22,7 +22,7 @@ FAST = dict(
     initial_size=4,
     heldout_per_axis=2,
     time_limit_s=60.0,  # a limit that never binds: exact resumes
-    model_options={"max_steps": 120, "warm_steps": 40},
+    model_options={"max_steps": 60, "warm_steps": 20},  # the loop's plumbing, not the model's science
 )
 TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
 
@@ -47,8 +47,7 @@ def _assert_same_run(a, b):
 @pytest.mark.parametrize("strategy", STRATEGIES.names)
 def test_every_strategy_runs_end_to_end(strategy, tmp_path, ray_session):
     root = tmp_path / "run"
-    plumbing = {"max_steps": 60, "warm_steps": 20}  # every strategy's path through the loop, not its science
-    metrics = Study.create(root, _config(strategy=strategy, seed=1, model_options=plumbing)).run()
+    metrics = Study.create(root, _config(strategy=strategy, seed=1)).run()
     assert (root / "checkpoints" / "finished.json").is_file()
     assert list(metrics["round"]) == list(range(len(metrics))) == Ledger(root).rounds()
     assert metrics["spent"].is_monotonic_increasing and metrics["spent"].iloc[-1] <= FAST["budget"] + 1e-9
@@ -96,6 +95,14 @@ def test_flaky_oracle_is_survived(reference, tmp_path, ray_session):
         oracle_backoff_s=0.01,
     ).run()
     _assert_same_run(reference, root)
+
+
+def test_an_in_process_run_measures_with_the_oracle_it_built(reference, tmp_path, ray_session):
+    """One oracle per in-process run (a second copy of a lab screen would double its memory), same run."""
+    study = Study.create(tmp_path / "run", _config(strategy="uncertainty", seed=2), local_oracle=True)
+    assert study.oracle._local is study._oracle_instance is not None
+    study.run()
+    _assert_same_run(reference, tmp_path / "run")
 
 
 def test_failing_oracle_stops_cleanly_and_resumes(reference, tmp_path, ray_session):
