@@ -154,18 +154,21 @@ def _sqrt_psd(W: torch.Tensor) -> torch.Tensor:
 def _decoder_weight(dec: torch.nn.Module, z: torch.Tensor, site: torch.Tensor) -> torch.Tensor:
     """``(n, K, K)`` Fisher weight of the latent through one decoder, ``D_zᵀ diag(1/var) D_z``.
 
-    ``D_z`` ``(n, F, K)`` by one reverse pass: a row's readout depends only on its own latent, so with
-    ``z`` repeated ``F`` times, the gradient of ``Σ_{i,f} readout[(i, f), f]`` is every row's Jacobian.
-    (``torch.func.jacfwd`` gives the same numbers up to rounding but loads ``torch._dynamo`` on first
-    use, 2–3 s once per process.)
+    ``D_z`` ``(n, F, K)`` in forward mode by the double-backward trick: with ``z`` repeated ``K`` times and
+    a dummy cotangent ``u``, ``g = Jᵀ u`` is linear in ``u``, so the gradient of ``g · e_k`` with respect to
+    ``u`` is ``J e_k``, every row's column ``k`` at once. Memory ``O(n K F)``. (``torch.func.jacfwd``
+    gives the same numbers up to rounding but loads ``torch._dynamo`` on first use, 2–3 s once per process.)
     """
     mean, var = dec.readout(z, site)
     n, F = mean.shape
-    zz = z.detach().repeat_interleave(F, 0).requires_grad_(True)  # (n·F, K)
+    K = z.shape[1]
+    zz = z.detach().repeat_interleave(K, 0).requires_grad_(True)  # row (i, k): condition i, direction k
     with torch.enable_grad():
-        out = dec.readout(zz, site.repeat_interleave(F))[0].reshape(n, F, F)
-        (D,) = torch.autograd.grad(out.diagonal(dim1=1, dim2=2).sum(), zz)
-    D = D.reshape(n, F, -1)
+        out = dec.readout(zz, site.repeat_interleave(K))[0]  # (n·K, F)
+        u = torch.zeros_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, zz, grad_outputs=u, create_graph=True)  # (n·K, K): Jᵀ u per row
+        (Jk,) = torch.autograd.grad(g, u, grad_outputs=torch.eye(K).repeat(n, 1))  # (n·K, F): J e_k per row
+    D = Jk.reshape(n, K, F).transpose(1, 2)
     return torch.einsum("nfk,nf,nfl->nkl", D, 1.0 / var.clamp_min(MIN_VARIANCE), D)
 
 
