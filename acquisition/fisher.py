@@ -33,10 +33,14 @@ each modality has seen), which the ensemble's spread cannot show for a
 modality it has never observed. Cost per unit information, pacing and anchors come from
 :mod:`acquisition.cost_aware` on top (its default base). A model without an
 intervention operator (a baseline) has no such parameters: the strategy then
-falls back to the ensemble ``eig``.
+falls back to the ensemble ``eig``, and so it does, with a warning, when the
+dense posteriors would not fit in memory (more than
+``models.laplace.MAX_PARAMETERS`` parameters, e.g. the large world's 39,300).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -48,7 +52,7 @@ from acquisition.coverage import ModalityCoverage
 from acquisition.readouts import NoModel, build_pool_model, pool_positions, pool_rows
 from acquisition.registry import register
 from experiment_design import DesignSpace, MeasurementBatch, Query
-from models.base import LaplaceModel
+from models.base import LaplaceModel, PosteriorTooLarge
 
 #: Share of the acquisition value given to the readouts' joint EIG (decoders included: what identifies the
 #: cross-modal, cross-scale and latent parts, 5 of the index's 12 weights); the rest goes to the parameters
@@ -224,13 +228,19 @@ class FisherStrategy(BotorchStrategy):
         deadline: float,
     ) -> tuple[AcquisitionFunction, Pool]:
         """Parameter information of the members' Laplace posteriors (readout EIG for a model without them)."""
-        if not isinstance(model, LaplaceModel):
-            from acquisition.eig import EIGStrategy  # a model without intervention parameters: readout EIG
+        posterior = None
+        if isinstance(model, LaplaceModel):
+            try:
+                posterior = self._laplace(model, pool.queries)
+            except PosteriorTooLarge as exc:
+                warnings.warn(f"fisher: {exc}; valuing candidates by the readouts' EIG instead", stacklevel=2)
+        if posterior is None:
+            from acquisition.eig import EIGStrategy  # no (affordable) posterior over intervention parameters
 
             return EIGStrategy(self.time_limit_s, self.pool_size, self.chunk_size).build_acqf(
                 model, space, pool, ledger, rng, deadline
             )
-        members, support, factors = self._laplace(model, pool.queries)
+        members, support, factors = posterior
         acqf = ParameterInformation(members, support, factors)
         if self.readout_share == 0.0 and self.coverage_share == 0.0:
             return acqf, pool

@@ -63,6 +63,14 @@ class Prediction:
         return self.epistemic(readout) + self.aleatoric.get(readout, 0.0)
 
 
+class PosteriorTooLarge(RuntimeError):
+    """A model's dense Laplace posterior over its intervention parameters would not fit in memory.
+
+    Raised by ``LaplaceModel.laplace`` before allocating; ``fisher`` then values candidates by the
+    readouts' EIG instead.
+    """
+
+
 @runtime_checkable
 class LaplaceModel(Protocol):
     """Optional: a model with a Gauss–Newton posterior over its intervention parameters (``fisher`` reads it).
@@ -71,7 +79,7 @@ class LaplaceModel(Protocol):
     ``(P+1, P+1)``, ``gains(sigma, support, factors, G=None)``, ``update(sigma, support, factor)``,
     ``weighted(sigma)`` and ``score(sigma)``; :class:`models.laplace.MemberPosterior`), the ``(n, width)``
     parameter support of each query and, per member, ``(n, width, R)`` information factors of one
-    specimen of each query.
+    specimen of each query. Raises :class:`PosteriorTooLarge` when the posterior would not fit in memory.
     """
 
     def laplace(self, queries: Sequence[Query], networks: Sequence | None = None) -> tuple[list, object, list]:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from experiment_design import DesignSpace, Query
+from models.base import PosteriorTooLarge
 from models.data import features_from_queries
 from models.modules.operators import slot_pairs
 
@@ -54,6 +55,10 @@ EFFECT_FLOOR = 0.1
 MIN_VARIANCE = 1e-6
 #: Conditions whose Jacobians are computed at once (bounds memory).
 JACOBIAN_CHUNK = 512
+#: Most intervention parameters a dense posterior is built for: per member Σ, Λ and ``G = Σ C Σ`` are
+#: ``(P+1)²`` float64 each (2,048: 34 MB apiece). The default world has 520; the large one (200 targets,
+#: 32 programs) 39,300, whose Λ alone would take 12 GB.
+MAX_PARAMETERS = 2048
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,14 @@ def laplace(
     """
     nets = list(model.networks if networks is None else networks)
     space = model.space
+    op = nets[0].operator
+    P = Layout(op.T, op.K).P
+    if P > MAX_PARAMETERS:
+        gb = 3 * len(nets) * (P + 1) ** 2 * 8 / 2**30
+        raise PosteriorTooLarge(
+            f"{P} intervention parameters ({op.T} targets x {op.K} programs): dense Laplace posteriors would "
+            f"take {gb:.0f} GB (limit {MAX_PARAMETERS} parameters, models.laplace.MAX_PARAMETERS)"
+        )
     f = features_from_queries(space, list(queries))
     mods = [space.assay(q.assay).modalities for q in queries]
     members = [MemberPosterior(net, space, model.data) for net in nets]

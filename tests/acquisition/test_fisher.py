@@ -221,3 +221,29 @@ def test_cost_aware_paces_the_budget_over_rounds():
     assert space.cost(tight) <= round_budget(space, 200.0, 12, 4.0) + 1e-9 <= 50.0 + 1e-9
     with pytest.raises(ValueError, match="pace must be >= 1"):
         CostAwareStrategy(pace=0.5)
+
+
+def test_a_posterior_too_large_to_hold_falls_back_to_the_readout_eig(monkeypatch):
+    """Past ``MAX_PARAMETERS`` nothing is allocated (the large world's Λ alone would be 12 GB): EIG instead."""
+    import simulators
+    from acquisition.fisher import FisherStrategy
+    from models import CSLEnsemble
+    from models import laplace as laplace_module
+    from models.base import PosteriorTooLarge
+
+    torch.set_num_threads(1)
+    world = simulators.make_world("small", seed=0)
+    space = world.space
+    data = world.measure(space.sample(12, np.random.default_rng(0), assays=["scrna", "molecular"]))
+    model = CSLEnsemble(space, n_members=2, seed=0, max_steps=20, warm_steps=10)
+    model.fit(data)
+    P = Layout(len(space.targets), model.networks[0].operator.K).P
+    model.laplace(space.sample(4, np.random.default_rng(1)))  # at the limit's default: a posterior
+    monkeypatch.setattr(laplace_module, "MAX_PARAMETERS", P - 1)
+    with pytest.raises(PosteriorTooLarge, match=f"^{P} intervention parameters"):
+        model.laplace(space.sample(4, np.random.default_rng(1)))
+    with pytest.warns(UserWarning, match="readouts' EIG instead"):
+        queries = list(FisherStrategy(pool_size=200).propose(model, space, data, 6, 50.0, np.random.default_rng(2)))
+    assert len(queries) == 6
+    for q in queries:
+        space.validate(q)
