@@ -69,7 +69,7 @@ def test_layout_gives_every_parameter_one_index_and_empty_slots_the_dummy():
 
 @pytest.mark.parametrize("project_spatial", [False, True])
 def test_decoder_weight_is_the_jacobian_sandwich_of_every_decoder(project_spatial):
-    """``D_zᵀ diag(1/var) D_z`` from one reverse pass equals the one from ``torch.func.jacfwd``, per decoder."""
+    """``D_zᵀ diag(1/var) D_z`` by the double-backward trick equals the one from ``torch.func.jacfwd``, per decoder."""
     from experiment_design.assays import ADT, MORPHOLOGY, RNA, SPATIAL
 
     torch.manual_seed(3)
