@@ -5,9 +5,15 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for every loop test that needs it."""
+@pytest.fixture
+def ray_instance():
+    """A local Ray instance for one test that needs Ray, shut down after it.
+
+    Only tests of what Ray does (the oracle in an actor, a run joining a running instance) ask
+    for it: while Ray is initialised in a process every run there sends its oracle to an actor
+    (``loop.distributed.ray_wanted``), so an instance left running would put every later test
+    on this worker on the actor path, one Ray worker process per run.
+    """
     import ray
 
     from loop.distributed import init_ray

@@ -54,7 +54,7 @@ def write_grid(path, seed: int = 0, noise: float = 0.03) -> None:
 
 
 @pytest.fixture(scope="module")
-def grid_run(tmp_path_factory, ray_session):
+def grid_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
     write_grid(tmp / "grid.csv")
     root = tmp / "run"

@@ -38,7 +38,7 @@ def screen(tmp_path_factory):
     return out
 
 
-def test_pool_mode_runs_end_to_end_from_the_pool_only(screen, tmp_path, ray_session):
+def test_pool_mode_runs_end_to_end_from_the_pool_only(screen, tmp_path):
     root = tmp_path / "run"
     config = RunConfig(
         oracle="lab",
@@ -90,7 +90,7 @@ def _one_sample_atlas(path, cells: int = 12, genes: int = 30):
     return len(rows)
 
 
-def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_path, ray_session):
+def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_path):
     screen = tmp_path / "atlas.h5ad"
     n_conditions = _one_sample_atlas(screen)
     # The initial design takes a control per context, then a space-filling set from the same few conditions.
@@ -114,7 +114,7 @@ def test_one_sample_per_condition_never_asks_for_more_than_the_data_holds(tmp_pa
     assert set(obs[keys.PERTURBATION]) >= {"control", "GATA1+KLF1"}
 
 
-def test_a_directory_of_per_line_files_is_one_screen_from_the_command_line(tmp_path, ray_session):
+def test_a_directory_of_per_line_files_is_one_screen_from_the_command_line(tmp_path):
     """Atlases ship one file per plate or cell line: ``--data DIR`` (or a glob) replays them together, lazily."""
     from loop.run import main
 

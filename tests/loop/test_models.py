@@ -125,7 +125,7 @@ def test_a_new_plugin_is_one_file_with_its_decorator(tmp_path, monkeypatch):
         THINGS.get("gadget")
 
 
-def test_a_baseline_runs_the_loop_and_resumes_exactly(tmp_path, monkeypatch, ray_session):
+def test_a_baseline_runs_the_loop_and_resumes_exactly(tmp_path, monkeypatch):
     cfg = RunConfig(**FAST, model="linear", strategy="cost_aware", seed=1)  # every baseline saves the same state
     whole = tmp_path / "whole"
     metrics = Study.create(whole, cfg).run()
@@ -143,7 +143,7 @@ def test_a_baseline_runs_the_loop_and_resumes_exactly(tmp_path, monkeypatch, ray
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_the_cli_takes_a_model_and_refuses_to_change_it_on_resume(tmp_path, capsys, ray_session):
+def test_the_cli_takes_a_model_and_refuses_to_change_it_on_resume(tmp_path, capsys):
     cfg = tmp_path / "fast.json"
     cfg.write_text(json.dumps(FAST))
     root = tmp_path / "run"
@@ -173,7 +173,7 @@ def test_the_cli_takes_a_model_and_refuses_to_change_it_on_resume(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp_path, ray_session):
+def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp_path, ray_instance):
     cfg = tmp_path / "plugin.toml"
     cfg.write_text(
         f'plugins = ["{Path(__file__).resolve()}"]\nmodel = "nearest_control"\noracle = "echo_world"\n'
@@ -184,7 +184,7 @@ def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp
 
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     out = tmp_path / "run"
-    # joining the session's Ray puts the oracle in an actor: the plug-in file's code must travel there by value
+    # joining a running Ray puts the oracle in an actor: the plug-in file's code must travel there by value
     address = ray.get_runtime_context().gcs_address
     done = subprocess.run(
         [sys.executable, "-m", "loop.run", "--config", str(cfg), "--out", str(out), "--quiet", "--address", address],

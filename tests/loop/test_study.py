@@ -45,7 +45,7 @@ def _assert_same_run(a, b):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.names)
-def test_every_strategy_runs_end_to_end(strategy, tmp_path, ray_session):
+def test_every_strategy_runs_end_to_end(strategy, tmp_path):
     root = tmp_path / "run"
     metrics = Study.create(root, _config(strategy=strategy, seed=1)).run()
     assert (root / "checkpoints" / "finished.json").is_file()
@@ -63,7 +63,7 @@ def test_every_strategy_runs_end_to_end(strategy, tmp_path, ray_session):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, ray_session):
+def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("ref") / "run"
     Study.create(root, _config(strategy="uncertainty", seed=2)).run()
     return root
@@ -72,7 +72,7 @@ def reference(tmp_path_factory, ray_session):
 CRASH_POINTS = ("0:proposed", "0:measured", "1:fitted", "1:scored", "2:measured")
 
 
-def test_crash_at_every_step_and_resume_equals_uninterrupted(reference, tmp_path, monkeypatch, ray_session):
+def test_crash_at_every_step_and_resume_equals_uninterrupted(reference, tmp_path, monkeypatch):
     """One run crashes after each kind of step in turn, is resumed each time, and ends as an uninterrupted one."""
     root = tmp_path / "run"
     monkeypatch.setenv(faults.ENV, ",".join(CRASH_POINTS))  # a resumed run does not pass an earlier point again
@@ -85,7 +85,7 @@ def test_crash_at_every_step_and_resume_equals_uninterrupted(reference, tmp_path
     _assert_same_run(reference, root)
 
 
-def test_flaky_oracle_is_survived(reference, tmp_path, ray_session):
+def test_flaky_oracle_is_survived(reference, tmp_path):
     root = tmp_path / "run"
     Study.create(
         root,
@@ -97,7 +97,7 @@ def test_flaky_oracle_is_survived(reference, tmp_path, ray_session):
     _assert_same_run(reference, root)
 
 
-def test_an_in_process_run_measures_with_the_oracle_it_built(reference, tmp_path, ray_session):
+def test_an_in_process_run_measures_with_the_oracle_it_built(reference, tmp_path):
     """One oracle per in-process run (a second copy of a lab screen would double its memory), same run."""
     study = Study.create(tmp_path / "run", _config(strategy="uncertainty", seed=2), local_oracle=True)
     assert study.oracle._local is study._oracle_instance is not None
@@ -105,7 +105,15 @@ def test_an_in_process_run_measures_with_the_oracle_it_built(reference, tmp_path
     _assert_same_run(reference, tmp_path / "run")
 
 
-def test_failing_oracle_stops_cleanly_and_resumes(reference, tmp_path, ray_session):
+def test_a_run_with_ray_up_measures_through_an_actor_and_equals_the_in_process_run(reference, tmp_path, ray_instance):
+    """With Ray initialised in the process (a notebook, a cluster's driver) the oracle runs in an actor; same run."""
+    study = Study.create(tmp_path / "run", _config(strategy="uncertainty", seed=2))
+    assert study.oracle._local is None and study.oracle._actor is not None
+    study.run()
+    _assert_same_run(reference, tmp_path / "run")
+
+
+def test_failing_oracle_stops_cleanly_and_resumes(reference, tmp_path):
     root = tmp_path / "run"
     study = Study.create(
         root,
@@ -271,7 +279,7 @@ def _shards(root) -> dict[str, bytes]:
     }
 
 
-def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):
+def test_a_busy_cpu_does_not_change_the_design(tmp_path):
     """Designs are set by counts, not by the clock: the same seed on a loaded machine writes the same bytes.
 
     The busy run also fits its members in-process (``fit_map=map``, as ``loop.compare`` runs do) rather
@@ -296,7 +304,7 @@ def test_a_busy_cpu_does_not_change_the_design(tmp_path, ray_session):
     assert not metrics["acquire_truncated"].any()
 
 
-def test_a_truncated_proposal_is_recorded_from_the_proposal(tmp_path, ray_session):
+def test_a_truncated_proposal_is_recorded_from_the_proposal(tmp_path):
     from acquisition.base import Proposal
 
     study = Study.create(tmp_path / "run", _config(strategy="random", seed=3, budget=8.0))
