@@ -171,8 +171,10 @@ def _decoder_weight(dec: torch.nn.Module, z: torch.Tensor, site: torch.Tensor) -
     with torch.enable_grad():
         out = dec.readout(zz, site.repeat_interleave(K))[0]  # (n·K, F)
         u = torch.zeros_like(out, requires_grad=True)
-        (g,) = torch.autograd.grad(out, zz, grad_outputs=u, create_graph=True)  # (n·K, K): Jᵀ u per row
-        (Jk,) = torch.autograd.grad(g, u, grad_outputs=torch.eye(K).repeat(n, 1))  # (n·K, F): J e_k per row
+        # gradients of scalars (u · out, e_k · g) rather than grad_outputs=: the same numbers, and autograd's
+        # shape check of a tensor grad_outputs imports torch.fx's symbolic shapes and sympy (0.7 s per process)
+        (g,) = torch.autograd.grad((out * u).sum(), zz, create_graph=True)  # (n·K, K): Jᵀ u per row
+        (Jk,) = torch.autograd.grad((g * torch.eye(K).repeat(n, 1)).sum(), u)  # (n·K, F): J e_k per row
     D = Jk.reshape(n, K, F).transpose(1, 2)
     return torch.einsum("nfk,nf,nfl->nkl", D, 1.0 / var.clamp_min(MIN_VARIANCE), D)
 

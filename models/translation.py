@@ -25,6 +25,7 @@ import torch
 
 from experiment_design.assays import ADT, MORPHOLOGY, RNA
 from models.data import QueryFeatures, WellData
+from models.ensemble_fit import StackedAdam
 from models.modules.network import CSLNetwork
 from models.modules.tissue import infer_latent_linear
 
@@ -42,15 +43,20 @@ def infer_latent_from_rna(net: CSLNetwork, wd: WellData, rows: torch.Tensor) -> 
     sub = wd.blocks[RNA].select(torch.isin(torch.arange(len(wd.blocks[RNA].query)), rows))
     order = torch.argsort(torch.argsort(rows))  # select() keeps block order; map back to ``rows`` order
     site = wd.features.site[sub.query]
-    z = infer_latent_linear(dec, sub.y, site).float().clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=0.05)
+    z0 = infer_latent_linear(dec, sub.y, site).float()
+    # Adam as :class:`StackedAdam` (one row): torch.optim's first optimiser of a process imports
+    # torch._dynamo (2-3 s), and this runs in every scoring process
+    flat = z0.reshape(1, -1).clone().requires_grad_(True)
+    opt = StackedAdam(flat, torch.ones(flat.shape[1], dtype=torch.bool))
+    lr, active = torch.tensor([0.05]), torch.tensor([True])
     ones = torch.ones(len(sub.query))
     for _ in range(MAP_STEPS):
-        opt.zero_grad()
+        flat.grad = None
+        z = flat.view_as(z0)
         loss = dec.nll(z, site, sub, ones) + 0.5 * (z**2).sum() / PRIOR_SD**2
         loss.backward()
-        opt.step()
-    return z.detach()[order]
+        opt.step(lr, active)
+    return flat.detach().view_as(z0)[order]
 
 
 def _corr2(pred: np.ndarray, obs: np.ndarray) -> float:

@@ -67,6 +67,24 @@ def test_layout_gives_every_parameter_one_index_and_empty_slots_the_dummy():
     )
 
 
+def test_decoder_jacobians_import_no_compiler_stack():
+    """The decoder Jacobians (every fisher proposal) leave torch._dynamo and sympy unimported (1.6 s a process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, torch; from models.laplace import _decoder_weight; "
+        "from models.modules.decoders import CountDecoder; "
+        "w = _decoder_weight(CountDecoder(20, 4, 2), torch.randn(3, 4), torch.tensor([0, 1, 0])); "
+        "print(tuple(w.shape), [m for m in ('torch._dynamo', 'sympy') if m in sys.modules])"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "(3, 4, 4) []"
+
+
 @pytest.mark.parametrize("project_spatial", [False, True])
 def test_decoder_weight_is_the_jacobian_sandwich_of_every_decoder(project_spatial):
     """``D_zᵀ diag(1/var) D_z`` by the double-backward trick equals the one from ``torch.func.jacfwd``, per decoder."""
