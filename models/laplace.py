@@ -336,12 +336,14 @@ class MemberPosterior:
         blocks = both[rows[:, :, None], supports[:, None, :]]  # (U, 2·width, width)
         order = torch.argsort(which, stable=True)
         counts = torch.bincount(which, minlength=len(supports)).tolist()
-        out = torch.empty(n, 2 * width, R)
+        L_sorted = L[order]  # candidates grouped by support: each group's factors are one slice
+        prod = torch.empty(n, 2 * width, R)
         start = 0
         for u, c in enumerate(counts):
-            rows_u = order[start : start + c]
-            out[rows_u] = blocks[u] @ L[rows_u]
+            torch.matmul(blocks[u], L_sorted[start : start + c], out=prod[start : start + c])
             start += c
+        out = torch.empty_like(prod)
+        out[order] = prod
         SL, GL = out[:, :width], out[:, width:]
         Lt = L.transpose(1, 2)
         A = torch.eye(R, dtype=torch.float64) + (Lt @ SL).double()
