@@ -61,6 +61,14 @@ def test_quick_figures_are_consistent(quick_run):
     assert e2e["baseline"]["rounds"] == e2e["rounds"] and e2e["baseline"]["totals"]["fit_s"] > 0
     scale = read("scale")
     assert scale["fanout"]["speedup"] > 0 and all(s["seconds"] >= 0 for s in scale["stages"])
+    atlas = read("atlas")  # lazy and eager replay of the same atlas file hand out the same cells
+    rows = atlas["rows"]
+    assert [(r["cells"], r["mode"]) for r in rows] == [(10_000, "lazy"), (10_000, "eager"), (20_000, "lazy")]
+    lazy, eager = rows[0], rows[1]
+    assert lazy["cells_handed_out"] == eager["cells_handed_out"] > 0
+    assert not lazy["dense_in_memory"] and eager["dense_in_memory"]
+    assert all(r["peak_pss_mb"] > 0 and r["samples"] > 0 for r in rows)
+    assert atlas["summary"].startswith("atlas: 20,000 cells")
     eff = read("efficiency")
     # random against itself needs exactly its own budget, on every seed
     ref = eff["headline"]["identifiability"]["random"][0]
