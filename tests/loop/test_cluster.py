@@ -71,20 +71,6 @@ def test_compare_on_two_nodes_with_s3_storage_survives_losing_a_node(tmp_path, s
         second = cluster.add_node(num_cpus=1, resources={"second": 1})
         cluster.wait_for_nodes()
         head_id, second_id = cluster.head_node.node_id, second.node_id
-        # Without --address a run starts its own local Ray, even with this cluster up (ray.init() would join it).
-        probe = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import ray; from loop.distributed import init_ray; "
-                "init_ray(workers=1); print(sorted(ray.cluster_resources()))",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert probe.returncode == 0 and "'second'" not in probe.stdout, probe.stderr[-2000:]
         driver = subprocess.Popen(
             [
                 sys.executable,
@@ -121,6 +107,17 @@ def test_compare_on_two_nodes_with_s3_storage_survives_losing_a_node(tmp_path, s
                     break
             time.sleep(0.05)
         out, err = driver.communicate(timeout=900)
+        # The same study on one node, uninterrupted, while the cluster is still up: without --address a
+        # comparison starts its own local Ray (ray.init() would join this cluster), so its runs land on a
+        # node of neither
+        local = tmp_path / "local"
+        one = subprocess.run(
+            [sys.executable, "-m", "loop.compare", *ARGS, "--config", str(cfg), "--workers", "2", "--out", str(local)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     finally:
         cluster.shutdown()
     seen = {run: _read_json(fs, f"{study}/runs/{run}/attempts.json") for run in RUNS}
@@ -140,14 +137,8 @@ def test_compare_on_two_nodes_with_s3_storage_survives_losing_a_node(tmp_path, s
     assert clustered["finished"].all() and set(clustered["status"]) == {"finished"}
     assert (copy / "report.html").is_file() and (copy / "summary.csv").is_file()
 
-    # The same study on one node, uninterrupted, gives the same results (timings aside).
-    local = tmp_path / "local"
-    one = subprocess.run(
-        [sys.executable, "-m", "loop.compare", *ARGS, "--config", str(cfg), "--workers", "2", "--out", str(local)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    # ... and gives the same results (timings aside)
     assert one.returncode == 0, one.stderr[-3000:]
+    nodes = {a["node"] for run in RUNS for a in json.loads((local / "runs" / run / "attempts.json").read_text())}
+    assert len(nodes) == 1 and not nodes & {head_id, second_id}, "the one-node study started its own Ray"
     pd.testing.assert_frame_equal(_comparable(clustered), _comparable(pd.read_parquet(local / "results.parquet")))
