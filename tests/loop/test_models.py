@@ -201,7 +201,7 @@ def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp
     assert metrics["risk"].notna().all() and (out / "report.html").is_file()
     # The echoing oracle measured what the built-in simulator measures: random's design ignores the model.
     ref = tmp_path / "ref"
-    Study.create(ref, RunConfig(**{**FAST, "model": "mean", "strategy": "random"})).run()
+    Study.create(ref, RunConfig(**{**FAST, "model": "mean", "strategy": "random"}), local_oracle=True).run()
     mine, theirs = Ledger(out), Ledger(ref)
     assert mine.rounds() == theirs.rounds()
     for r in mine.rounds():
@@ -209,13 +209,16 @@ def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp
         assert a.query_ids == b.query_ids
         for m in a.modalities:
             np.testing.assert_array_equal(a.modalities[m].X, b.modalities[m].X)
-    # Without the plug-ins the names are unknown, and the error says which names are known.
-    for flag, name, kind in (("--model", "nearest_control", "model"), ("--oracle", "echo_world", "--oracle")):
-        bad = subprocess.run(
-            [sys.executable, "-m", "loop.run", flag, name, "--out", str(tmp_path / "x")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert bad.returncode == 2 and name in bad.stderr and kind in bad.stderr, bad.stderr
+    # Without the plug-ins the names are unknown, and the error says which names are known (one fresh
+    # interpreter, where this file's decorators never ran, for both flags).
+    bad_args = (("--model", "nearest_control", "model"), ("--oracle", "echo_world", "--oracle"))
+    code = (
+        "import sys; from loop.run import main; "
+        f"print([main([flag, name, '--out', {str(tmp_path / 'x')!r}]) for flag, name, _ in {bad_args}])"
+    )
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.stdout.strip() == "[2, 2]", bad.stdout + bad.stderr[-3000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, bad.stderr
+    for (_, name, kind), line in zip(bad_args, errors, strict=True):
+        assert name in line and kind in line, line
