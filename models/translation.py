@@ -45,7 +45,7 @@ def infer_latent_from_rna(net: CSLNetwork, wd: WellData, rows: torch.Tensor) -> 
     site = wd.features.site[sub.query]
     z0 = infer_latent_linear(dec, sub.y, site).float()
     # Adam as :class:`StackedAdam` (one row): torch.optim's first optimiser of a process imports
-    # torch._dynamo (2-3 s), and this runs in every scoring process
+    # torch._dynamo and sympy (1.6 s here), and this runs in every process that scores
     flat = z0.reshape(1, -1).clone().requires_grad_(True)
     opt = StackedAdam(flat, torch.ones(flat.shape[1], dtype=torch.bool))
     lr, active = torch.tensor([0.05]), torch.tensor([True])
