@@ -342,12 +342,13 @@ class MemberPosterior:
         for u, c in enumerate(counts):
             torch.matmul(blocks[u], L_sorted[start : start + c], out=prod[start : start + c])
             start += c
-        out = torch.empty_like(prod)
-        out[order] = prod
-        SL, GL = out[:, :width], out[:, width:]
-        Lt = L.transpose(1, 2)
+        SL, GL = prod[:, :width], prod[:, width:]
+        Lt = L_sorted.transpose(1, 2)
         A = torch.eye(R, dtype=torch.float64) + (Lt @ SL).double()
-        return torch.linalg.solve(A, (Lt @ GL).double()).diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0.0)
+        gain = torch.linalg.solve(A, (Lt @ GL).double()).diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(0.0)
+        out = torch.empty_like(gain)
+        out[order] = gain  # back to the candidates' order: per candidate, the same numbers
+        return out
 
     @staticmethod
     def update(sigma: torch.Tensor, idx: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
