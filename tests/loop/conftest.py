@@ -5,6 +5,18 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+def _local_ray():
+    """Start a local Ray (two workers) unless one runs; shut it down afterwards if this started it."""
+    import ray
+
+    from loop.distributed import init_ray
+
+    started = init_ray(workers=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture
 def ray_instance():
     """A local Ray instance for one test that needs Ray, shut down after it.
@@ -14,14 +26,15 @@ def ray_instance():
     (``loop.distributed.ray_wanted``), so an instance left running would put every later test
     on this worker on the actor path, one Ray worker process per run.
     """
-    import ray
+    yield from _local_ray()
 
-    from loop.distributed import init_ray
 
-    started = init_ray(workers=2)
-    yield
-    if started:
-        ray.shutdown()
+@pytest.fixture(scope="module")
+def ray_module():
+    """One local Ray for a module's tests that each need one (e.g. comparisons on Ray tasks): started once,
+    its workers (torch and cslab imported) reused, shut down after the module. ``loop.compare`` joins a
+    running instance and leaves it running."""
+    yield from _local_ray()
 
 
 @pytest.fixture(scope="session")

@@ -24,21 +24,6 @@ def fake_runner(spec: RunSpec) -> dict:
     return {"rounds": len(m), "identifiability": float(m["identifiability"].iloc[-1])}
 
 
-@pytest.fixture(scope="module")
-def ray_for_compare():
-    """One local Ray for this module's comparisons on Ray tasks: started once, its two workers (torch and
-    cslab imported) reused by every comparison, instead of a new instance and new workers per test.
-    ``loop.compare`` joins a running instance and leaves it running."""
-    import ray
-
-    from loop.distributed import init_ray
-
-    started = init_ray(workers=2)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def test_plan_names_runs_and_rejects_changed_settings(tmp_path):
     specs = plan(tmp_path, ["random", "eig"], 2, RunConfig(budget=50, world="small"))
     assert [s.name for s in specs] == ["random-seed0", "random-seed1", "eig-seed0", "eig-seed1"]
@@ -155,7 +140,7 @@ def test_a_failed_run_is_marked_and_left_out_of_every_mean(tmp_path):
     assert set(pd.read_parquet(tmp_path / "results.parquet")["status"]) == {"finished"}
 
 
-def test_runs_as_parallel_ray_tasks(tmp_path, ray_for_compare):
+def test_runs_as_parallel_ray_tasks(tmp_path, ray_module):
     import fabricate
     import ray.cloudpickle
     import test_compare
@@ -193,7 +178,7 @@ def _real_loop_missing() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_real_loop_missing() is not None, reason=str(_real_loop_missing()))
-def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path, ray_for_compare):
+def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path, ray_module):
     from acquisition.registry import STRATEGIES
 
     other = next(s for s in ("uncertainty", "disagreement", "eig", "sobol") if s in STRATEGIES)
@@ -249,7 +234,7 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path, ray_for_
 
 
 @pytest.mark.slow
-def test_models_are_ranked_against_each_other(tmp_path, ray_for_compare):
+def test_models_are_ranked_against_each_other(tmp_path, ray_module):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(
         json.dumps(
