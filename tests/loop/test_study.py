@@ -22,7 +22,7 @@ FAST = dict(
     initial_size=4,
     heldout_per_axis=2,
     time_limit_s=60.0,  # a limit that never binds: exact resumes
-    model_options={"max_steps": 60, "warm_steps": 20},  # the loop's plumbing, not the model's science
+    model_options={"max_steps": 30, "warm_steps": 10},  # the loop's plumbing, not the model's science
 )
 TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
 
