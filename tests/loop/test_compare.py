@@ -189,7 +189,7 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path, ray_modu
                 "n_members": 2,
                 "initial_size": 4,
                 "time_limit_s": 2.0,
-                "model_options": {"max_steps": 150, "warm_steps": 50},
+                "model_options": {"max_steps": 60, "warm_steps": 20},
             }
         )
     )
