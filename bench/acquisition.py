@@ -12,7 +12,7 @@ time of ``propose`` and its peak resident memory above the process's memory
 just before the call (``ru_maxrss`` minus ``VmRSS``). Sweeps: every strategy
 at pool 1e2 / 1e3 / 1e4 (q = 8, M = 8); ``eig``, ``nipv``, ``cost_aware`` at
 q = 1 / 8 / 32 (pool 1e4); ``eig`` at M = 4 / 8 / 16. ``--quick`` (the
-smoke test): ``random`` and ``eig`` at pool 1e2, ``cost_aware`` at pool 1e3, q 1. Prints a table, writes
+smoke test): ``eig`` at pool 1e2, ``cost_aware`` at pool 1e3, q 1. Prints a table, writes
 ``bench/results/acquisition.json`` and prints a one-line summary last.
 """
 
@@ -82,8 +82,8 @@ def run_one(strategy: str, pool: int, q: int, members: int, seed: int = 0) -> di
 
 def configs(quick: bool) -> list[tuple[str, int, int, int]]:
     """(strategy, pool, q, members) to run."""
-    if quick:  # the smoke test's sizes: each path once (model-free, BoTorch-backed, q = 1), a few seconds
-        return [("random", 100, 8, 8), ("eig", 100, 8, 8), ("cost_aware", 1000, 1, 8)]
+    if quick:  # the smoke test's sizes: the BoTorch-backed paths once (q = 8 and q = 1), a few seconds
+        return [("eig", 100, 8, 8), ("cost_aware", 1000, 1, 8)]
     names = ["random", "sobol", "dose_grid", "uncertainty", "disagreement", "eig", "nipv", "discovery", "cost_aware"]
     pools = (100, 1000, 10_000)
     out = [(s, p, 8, 8) for s in names for p in pools if s not in MODEL_FREE or p == pools[0]]
@@ -97,7 +97,7 @@ def configs(quick: bool) -> list[tuple[str, int, int, int]]:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.acquisition")
-    ap.add_argument("--quick", action="store_true", help="three proposals (random, eig, cost_aware), pools <= 1e3")
+    ap.add_argument("--quick", action="store_true", help="two proposals (eig, cost_aware), pools <= 1e3")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config and print the result
     args = ap.parse_args(argv)
     if args.one:

@@ -18,8 +18,8 @@ From the run's ``metrics.parquet`` it reads the stage seconds per round (fit,
 score, acquire, measure) and their totals; the acquisition share of a round
 is ``acquire_s / wall_s`` of the rounds that use a strategy (round 0 is the
 fixed initial design). In the same invocation, before the runs, it times
-separately: the import of the loop's modules in a fresh interpreter, and
-``ray.init(include_dashboard=False)`` + ``ray.shutdown()`` through
+in one fresh interpreter the start and the import of the loop's modules,
+then ``ray.init(include_dashboard=False)`` + ``ray.shutdown()`` through
 ``loop.distributed.init_ray`` (what a run that uses Ray pays once). A run
 starts Ray on its first per-member fit, so Ray's start is inside that fit's
 time. The remainder ``wall - stages - imports - Ray shutdown`` (Ray only for
@@ -148,28 +148,29 @@ class TreeMemory:
         self._thread.join()
 
 
-def time_imports(report: bool = True) -> float:
-    """Seconds for a fresh interpreter to import the loop (what ``python -m loop.run`` pays first).
+def time_startup(report: bool = True) -> tuple[float, float, float]:
+    """Seconds a fresh interpreter takes to import the loop, and then to start and stop a local Ray.
+
+    One interpreter times all three: the imports (what ``python -m loop.run`` pays first), then
+    ``init_ray()`` (local, dashboard off) and ``ray.shutdown()``.
 
     Args:
         report: The runs render their report (``loop.report`` and matplotlib are imported too).
+
+    Returns:
+        ``(imports_s, ray_start_s, ray_shutdown_s)``.
     """
     modules = "loop.run, loop.study" + (", loop.report" if report else "")
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {modules}"], cwd=ROOT, env=ENV, check=True)
-    return time.perf_counter() - t0
-
-
-def time_ray_start() -> tuple[float, float]:
-    """Seconds of ``init_ray()`` (local, dashboard off) and of ``ray.shutdown()``, in a fresh interpreter."""
     code = (
-        "import time, json; t0 = time.perf_counter(); import ray; from loop.distributed import init_ray; "
-        "t1 = time.perf_counter(); init_ray(); t2 = time.perf_counter(); ray.shutdown(); "
-        "print(json.dumps([t2 - t1, time.perf_counter() - t2]))"
+        f"import time; import {modules}; t1 = time.perf_counter(); import json, ray; "
+        "from loop.distributed import init_ray; t2 = time.perf_counter(); init_ray(); t3 = time.perf_counter(); "
+        "ray.shutdown(); t4 = time.perf_counter(); print(json.dumps([t4 - t1, t3 - t2, t4 - t3]))"
     )
+    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, check=True, capture_output=True, text=True)
-    start, stop = json.loads(out.stdout.strip().splitlines()[-1])
-    return start, stop
+    wall = time.perf_counter() - t0
+    after_imports, start_s, stop_s = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall - after_imports, start_s, stop_s  # the interpreter's start and the imports: what a run pays
 
 
 #: ``--quick`` run settings (a ``--config`` file): the code path in seconds, not the figure.
@@ -264,8 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.budget = args.budget or (20.0 if args.quick else 200.0)
     args.world = args.world or ("small" if args.quick else "default")
 
-    imports_s = time_imports(report=not args.quick)
-    ray_start_s, ray_stop_s = time_ray_start()
+    imports_s, ray_start_s, ray_stop_s = time_startup(report=not args.quick)
     paths = {"batched": True} if args.no_baseline else {"batched": True, "per_member": False}
     results = {}
     for name, batched in paths.items():
