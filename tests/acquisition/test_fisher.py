@@ -140,6 +140,38 @@ def test_latent_jacobian_matches_finite_differences():
         torch.testing.assert_close(J[row, :, col], fd, atol=2e-3, rtol=2e-2, msg=f"{name} {where}")
 
 
+def test_latent_jacobian_in_one_pass_equals_one_pass_per_program(monkeypatch):
+    """The one-backward path (few conditions, each repeated K times) gives the K-pass path's numbers exactly."""
+    import models.laplace as laplace
+
+    space = small_space(n_compounds=3, n_genes=0, max_order=3)
+    torch.manual_seed(1)
+    net = CSLNetwork(3, 4, 2, 1, torch.zeros(3), {MOLECULAR: 4}, propagate=True)  # programs read each other
+    with torch.no_grad():
+        for p in net.operator.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    rng = np.random.default_rng(0)
+    queries = [
+        Query(
+            Perturbation(
+                tuple(rng.choice(["CMP00", "CMP01", "CMP02"], size=k, replace=False)), tuple(rng.uniform(0.01, 10, k))
+            ),
+            float(rng.uniform(0.5, 24)),
+            space.contexts[0],
+            "scrna",
+        )
+        for k in rng.integers(1, 4, size=40)
+    ]
+    f = features_from_queries(space, queries)
+    assert len(f.target) * net.operator.K <= laplace.ONE_PASS_ROWS
+    one = _latent_jacobian(net.operator, f)
+    monkeypatch.setattr(laplace, "ONE_PASS_ROWS", 0)
+    per_program = _latent_jacobian(net.operator, f)
+    assert one.shape == per_program.shape == (40, 4, Layout(3, 4).support(f.target[:1]).shape[1])
+    assert float(one.abs().max()) > 0.1
+    assert torch.equal(one, per_program)
+
+
 def test_gain_equals_the_variance_drop_of_the_woodbury_update_and_the_direct_inverse():
     space = one_target_space()
     net = hill_net()
