@@ -134,7 +134,8 @@ def _latent_jacobian(op: torch.nn.Module, f) -> torch.Tensor:  # noqa: ANN001
     A condition's slot parameters move only its own latent row, so one backward pass per program gives
     every row's gradient at once. For few conditions (``n·K ≤`` :data:`ONE_PASS_ROWS`) each condition is
     repeated ``K`` times instead, copy ``k`` seeded with program ``k``, and one backward pass gives all
-    ``K`` rows: the same per-row arithmetic (the same numbers, tested), without ``K`` passes' overhead.
+    ``K`` rows: the same per-row arithmetic (equal numbers on the 2026-12-07 machine, equal to rounding in
+    general; tested), without ``K`` passes' overhead.
     """
     names = ("log10_ec50", "hill", "emax", "tau_h", "gamma")
     n, K = len(f.target), op.K

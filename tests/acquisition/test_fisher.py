@@ -141,7 +141,7 @@ def test_latent_jacobian_matches_finite_differences():
 
 
 def test_latent_jacobian_in_one_pass_equals_one_pass_per_program(monkeypatch):
-    """The one-backward path (few conditions, each repeated K times) gives the K-pass path's numbers exactly."""
+    """The one-backward path (few conditions, each repeated K times) gives the K-pass path's numbers."""
     import models.laplace as laplace
 
     space = small_space(n_compounds=3, n_genes=0, max_order=3)
@@ -169,7 +169,9 @@ def test_latent_jacobian_in_one_pass_equals_one_pass_per_program(monkeypatch):
     per_program = _latent_jacobian(net.operator, f)
     assert one.shape == per_program.shape == (40, 4, Layout(3, 4).support(f.target[:1]).shape[1])
     assert float(one.abs().max()) > 0.1
-    assert torch.equal(one, per_program)
+    # the same per-row arithmetic: equal here, but the last bit of a vectorised exp may depend on where a row
+    # falls in its tensor on another CPU, so a tolerance, not identity
+    torch.testing.assert_close(one, per_program, rtol=1e-6, atol=1e-7)
 
 
 def test_gain_equals_the_variance_drop_of_the_woodbury_update_and_the_direct_inverse():
