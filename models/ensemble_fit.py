@@ -36,7 +36,7 @@ from models.data import QueryFeatures, WellBlock, WellData
 from models.fitting import FitConfig, FitJob, prepare_member
 from models.modules.network import CSLNetwork
 
-BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults (FitConfig's beta1, beta2)
 
 
 class _Posterior(nn.Module):
@@ -61,10 +61,11 @@ class StackedAdam:
     Args:
         flat: ``(M, P)`` leaf tensor.
         columns: ``(P,)`` bool, the parameters this optimiser moves.
+        betas: Adam's moment decays (``torch.optim.Adam``'s ``betas``).
     """
 
-    def __init__(self, flat: torch.Tensor, columns: torch.Tensor) -> None:
-        self.flat, self.columns = flat, columns
+    def __init__(self, flat: torch.Tensor, columns: torch.Tensor, betas: tuple[float, float] = BETAS) -> None:
+        self.flat, self.columns, self.betas = flat, columns, betas
         self.m = torch.zeros_like(flat)
         self.v = torch.zeros_like(flat)
         self.t = torch.zeros(flat.shape[0], 1, dtype=torch.float64)
@@ -73,7 +74,7 @@ class StackedAdam:
         """One step for the ``active`` members (``(M,)`` bool) at learning rates ``lr`` ``(M,)``."""
         on = active[:, None] & self.columns[None, :]
         self.t = self.t + active[:, None].double()
-        b1, b2 = BETAS
+        b1, b2 = self.betas
         t = self.t.clamp_min(1.0)
         step = (lr[:, None].double() / (1.0 - b1**t)).to(self.flat.dtype)
         bc2_sqrt = (1.0 - b2**t).sqrt().to(self.flat.dtype)
@@ -164,7 +165,7 @@ class EnsembleFit:
         The batched form of :func:`models.fitting._adam`: member ``i`` stops when its loss improved by
         less than ``cfg.tol`` over 25 steps (checked from step 50, every 25), and is frozen from then on.
         """
-        opt = StackedAdam(self.flat, columns)
+        opt = StackedAdam(self.flat, columns, (cfg.beta1, cfg.beta2))
         start = [len(h) for h in history]
         done = steps <= 0
         t = torch.zeros(self.M, dtype=torch.float64)

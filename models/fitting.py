@@ -34,6 +34,8 @@ class FitConfig:
         lr: Adam learning rate (cold fits).
         warm_lr: Adam learning rate of warm-started fits (smaller: a refinement).
         tol: Stop when the loss improved by less than this over 25 steps.
+        beta1: Adam's first-moment decay (``torch.optim.Adam``'s ``betas[0]``).
+        beta2: Adam's second-moment decay (``betas[1]``).
         propagate: Learn the program propagator.
         bootstrap: Resample specimens (members 1.. only; member 0 sees all data).
         n_cell_types: Learned tissue cell types (spatial decoded through the RNA decoder).
@@ -49,6 +51,8 @@ class FitConfig:
     lr: float = 0.05
     warm_lr: float = 0.02
     tol: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
     propagate: bool = True
     bootstrap: bool = True
     n_cell_types: int = 3
@@ -266,7 +270,7 @@ def _adam(
 ) -> None:
     """``steps`` Adam steps on ``params`` (cosine learning rate), early-stopped on a plateau."""
     lr = cfg.lr if lr is None else lr
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.05)
     start = len(history)
     for step in range(steps):

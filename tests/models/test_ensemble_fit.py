@@ -30,7 +30,8 @@ def world_data():
     return space, build_well_data(space, world.measure(qs))
 
 
-def test_stacked_adam_is_torch_adam_per_member():
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.8, 0.8)])
+def test_stacked_adam_is_torch_adam_per_member(betas):
     torch.manual_seed(0)
     M, P = 3, 7
     start = torch.randn(M, P)
@@ -39,14 +40,14 @@ def test_stacked_adam_is_torch_adam_per_member():
     active_until = [40, 25, 40]  # member 1 stops at step 25 and stays frozen
     flat = start.clone().requires_grad_(True)
     cols = torch.tensor([True] * 5 + [False] * 2)  # the last two parameters are not optimised
-    opt = StackedAdam(flat, cols)
+    opt = StackedAdam(flat, cols, betas)
     for step in range(40):
         flat.grad = None
         ((flat - target) ** 4).sum().backward()
         opt.step(lrs, torch.tensor([step < a for a in active_until]))
     for i in range(M):
         p = start[i, :5].clone().requires_grad_(True)
-        ref = torch.optim.Adam([p], lr=float(lrs[i]))
+        ref = torch.optim.Adam([p], lr=float(lrs[i]), betas=betas)
         for _ in range(active_until[i]):
             ref.zero_grad()
             ((p - target[i, :5]) ** 4).sum().backward()
