@@ -95,7 +95,10 @@ def paired_results(study: Path, strategies: list[str], with_ceiling: bool = Fals
     done = res[res["finished"]].groupby("seed")["strategy"].nunique()
     seeds = sorted(int(s) for s in done.index[done == len(strategies)])
     if not seeds:
-        raise ValueError(f"{study}: no seed has finished runs of every strategy ({','.join(strategies)}) yet")
+        raise ValueError(
+            f"{study}: no seed has finished runs of every strategy ({','.join(strategies)}) yet "
+            "(--strategies names the strategies to pair)"
+        )
     res = res[res["seed"].isin(seeds)].copy()
     res["neg_risk"] = -res["risk"]
     return res, seeds
@@ -204,7 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
                 with_ceiling,
             )
         )
-        res, done_seeds = paired_results(study, strategies, with_ceiling)
+        try:
+            res, done_seeds = paired_results(study, strategies, with_ceiling)
+        except ValueError as exc:  # nothing to summarise (yet): a clear line, not a traceback
+            raise SystemExit(f"error: {exc}") from None
         heads = tables(res, np.random.default_rng(0))
     finally:
         if tmp:

@@ -74,3 +74,11 @@ def test_quick_figures_are_consistent(quick_run):
     ref = eff["headline"]["identifiability"]["random"][0]
     assert ref["strategy"] == "random" and ref["n_reached"] == ref["n_seeds"] == 2
     assert ref["ratio"] == pytest.approx(1.0)
+
+
+def test_summarising_a_study_without_every_strategy_is_a_clear_error(tmp_path, capsys):
+    from bench import efficiency
+
+    with pytest.raises(SystemExit) as err:
+        efficiency.main(["--no-run", "--out", str(tmp_path / "nothing"), "--no-ceiling"])
+    assert str(err.value).startswith("error: ") and "nothing" in str(err.value)
