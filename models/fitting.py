@@ -58,6 +58,13 @@ class FitConfig:
     n_cell_types: int = 3
     batched: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(
+                    f"FitConfig.{name} must be in [0, 1) (an Adam moment decay), got {getattr(self, name)}"
+                )
+
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return asdict(self)

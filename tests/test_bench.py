@@ -76,7 +76,7 @@ def test_quick_figures_are_consistent(quick_run):
     assert ref["ratio"] == pytest.approx(1.0)
 
 
-def test_summarising_a_study_without_every_strategy_is_a_clear_error(tmp_path, capsys):
+def test_summarising_a_folder_without_a_study_is_a_one_line_error(tmp_path):
     from bench import efficiency
 
     with pytest.raises(SystemExit) as err:

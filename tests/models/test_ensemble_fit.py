@@ -116,3 +116,9 @@ def test_members_that_cannot_share_a_batch_are_fitted_apart():
     mixed = fit_members(_jobs(space, wd, cfg, states=[first[0]["state"], None]))
     assert [r["summary"]["warm"] for r in mixed] == [True, False]
     assert [r["summary"]["steps"] for r in mixed] == [20, 40]
+
+
+@pytest.mark.parametrize("bad", [{"beta1": 1.0}, {"beta2": 1.2}, {"beta1": -0.1}])
+def test_an_adam_decay_outside_0_1_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        FitConfig(**bad)
