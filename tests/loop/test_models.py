@@ -213,7 +213,7 @@ def test_a_model_and_an_oracle_defined_in_a_test_file_run_from_a_config_file(tmp
     # interpreter, where this file's decorators never ran, for both flags).
     bad_args = (("--model", "nearest_control", "model"), ("--oracle", "echo_world", "--oracle"))
     code = (
-        "import sys; from loop.run import main; "
+        "from loop.run import main; "
         f"print([main([flag, name, '--out', {str(tmp_path / 'x')!r}]) for flag, name, _ in {bad_args}])"
     )
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
