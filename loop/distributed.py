@@ -69,18 +69,16 @@ def init_ray(address: str | None = None, workers: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     os.environ.update({k: os.environ.get(k, v) for k, v in THREAD_ENV.items()})
-    kwargs: dict = dict(
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        runtime_env={"env_vars": dict(THREAD_ENV)},
-    )
+    kwargs: dict = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **kwargs)
+        # workers on other machines get the thread settings through the runtime environment
+        ray.init(address=address, runtime_env={"env_vars": dict(THREAD_ENV)}, **kwargs)
     else:
-        # No idle workers started ahead of need: a run's Ray work is its oracle actor (a process of its own) and,
-        # in a comparison, one task per run; each prestarted worker held ~50 MB PSS doing nothing.
+        # A local instance's workers inherit this process's environment (set above): no runtime environment,
+        # whose set-up interpreter cost each worker 1-2 s more to start. No idle workers started ahead of
+        # need: a run's Ray work is its oracle actor (a process of its own) and, in a comparison, one task per
+        # run; each prestarted worker held ~50 MB PSS doing nothing.
         ray.init(
             address="local",
             num_cpus=workers or os.cpu_count() or 1,

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ from fabricate import fabricate_run
 from loop import compare
 from loop.compare import RunSpec, execute, plan, summarise
 from loop.config import RunConfig
+from loop.distributed import THREAD_ENV, ray_map
 from loop.report import SECTIONS, render
 from loop.rounds import METRIC_COLUMNS
 
@@ -138,6 +140,21 @@ def test_a_failed_run_is_marked_and_left_out_of_every_mean(tmp_path):
     assert outcomes["eig-seed1"]["status"] == "finished" and outcomes["eig-seed0"]["status"] == "skipped"
     assert summarise(tmp_path).set_index("strategy").loc["eig", "n_seeds"] == 2
     assert set(pd.read_parquet(tmp_path / "results.parquet")["status"]) == {"finished"}
+
+
+def _thread_settings(_: object) -> dict:
+    return {k: os.environ.get(k) for k in THREAD_ENV}
+
+
+def test_local_ray_workers_inherit_the_thread_settings(ray_module):
+    # init_ray sets them in this process, and a local instance's workers inherit its environment (no
+    # runtime environment): each worker keeps BLAS to one thread, so two cores are not oversubscribed
+    import ray.cloudpickle
+    import test_compare
+
+    ray.cloudpickle.register_pickle_by_value(test_compare)
+    expected = {k: os.environ[k] for k in THREAD_ENV}  # a KeyError if init_ray did not set them
+    assert ray_map(_thread_settings, [0, 1]) == [expected, expected]
 
 
 def test_runs_as_parallel_ray_tasks(tmp_path, ray_module):
