@@ -11,9 +11,10 @@ it prints a table and a one-line summary ``<name>: ...`` last, and writes
 ``bench/results/<name>.json``. This runner shows each summary line as the
 bench ends, keeps the whole output in ``bench/results/<name>.log``, and ends
 with a table of every bench: status, seconds, and whether its JSON was
-written. ``--results DIR`` sends the JSON files and logs to ``DIR`` instead
-(``CSLAB_BENCH_RESULTS``; the smoke test uses it so ``--quick`` figures never
-overwrite the real ones). Benches run one after another, with
+written. With ``--quick`` the JSON files and logs go to ``bench/results/quick/``
+(gitignored) instead, so toy figures never overwrite the real ones committed in
+``bench/results/``. ``--results DIR`` (or ``CSLAB_BENCH_RESULTS``) sends them to
+``DIR`` in either case; the smoke test uses it. Benches run one after another, with
 ``OPENBLAS_NUM_THREADS=1``, so they do not compete with each other.
 Exit code 1 if any bench failed.
 """
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench import results_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every bench, in the order they run; efficiency is opt-in (it takes long).
@@ -76,14 +79,21 @@ def run_bench(name: str, quick: bool, results: Path, env: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description="Run the benchmarks; see bench/PERFORMANCE.md.")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description="Run the benchmarks; see the Performance section of README.md."
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds each)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHES)}")
     ap.add_argument("--all", action="store_true", help="include the opt-in efficiency study (30-60 min)")
-    ap.add_argument("--results", default=None, metavar="DIR", help="where the JSON files and logs go (bench/results)")
+    ap.add_argument(
+        "--results",
+        default=None,
+        metavar="DIR",
+        help="where the JSON files and logs go (bench/results; with --quick bench/results/quick)",
+    )
     args = ap.parse_args(argv)
     names = select(args.only, args.all)
-    results = Path(args.results or os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")).resolve()
+    results = Path(args.results or results_dir(args.quick)).resolve()
     results.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CSLAB_BENCH_RESULTS=str(results)

@@ -13,7 +13,8 @@ just before the call (``ru_maxrss`` minus ``VmRSS``). Sweeps: every strategy
 at pool 1e2 / 1e3 / 1e4 (q = 8, M = 8); ``eig``, ``nipv``, ``cost_aware`` at
 q = 1 / 8 / 32 (pool 1e4); ``eig`` at M = 4 / 8 / 16. ``--quick`` (the
 smoke test): ``eig`` at pool 1e2, ``cost_aware`` at pool 1e3, q 1. Prints a table, writes
-``bench/results/acquisition.json`` and prints a one-line summary last.
+``bench/results/acquisition.json`` (directory overridable with ``CSLAB_BENCH_RESULTS``;
+``--quick`` writes to ``bench/results/quick/`` instead) and prints a one-line summary last.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "acquisition.json"
 FAKES = ROOT / "tests" / "acquisition" / "fakes.py"
 WIDTHS = {"rna": 200, "adt": 30, "morphology": 48, "molecular": 8, "spatial": 200}
 MODEL_FREE = ("random", "sobol", "dose_grid")
@@ -130,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
         "max_seconds": max(r["seconds"] for r in rows),
         "max_peak_mb": max(r["peak_mb"] for r in rows),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    path = write_result("acquisition", result, args.quick)
+    print(f"wrote {path}")
     worst_t = max(rows, key=lambda r: r["seconds"])
     worst_m = max(rows, key=lambda r: r["peak_mb"])
     print(

@@ -17,7 +17,8 @@ way on the smallest size, in the same run, for the ratio.
 
 Target (issue 16): peak PSS <= 2 GB on 1M cells × 2,000 genes. ``--quick``: 10k and 20k cells ×
 200 genes on 2 plates. Prints a table and a one-line summary last and writes
-``bench/results/atlas.json`` (directory overridable with ``CSLAB_BENCH_RESULTS``).
+``bench/results/atlas.json`` (directory overridable with ``CSLAB_BENCH_RESULTS``; ``--quick`` writes to
+``bench/results/quick/`` instead).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "atlas.json"
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 TARGET_PSS_MB = 2048.0
 DRUGS, DOSES_UM, CELL_LINES = 60, (0.1, 1.0, 10.0), ("A549", "MCF7", "HepG2", "K562")
@@ -306,8 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         rows = run(sizes, genes, plates, Path(tmp))
     result = {"rows": rows, "target_pss_mb": TARGET_PSS_MB, "summary": summary(rows), "quick": args.quick}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    path = write_result("atlas", result, args.quick)
+    print(f"wrote {path}")
     print(result["summary"])
     return result
 

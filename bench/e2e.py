@@ -38,7 +38,7 @@ Targets: wall <= 60 s (aim 40 s), peak PSS <= 1 GB, acquisition <= 30 % of a
 round. ``--quick``: small world, budget 20, 2 members of at most 40 steps,
 2 held-out queries per axis, no report. Prints a table and a one-line
 summary last and writes ``bench/results/e2e.json`` (directory overridable
-with ``CSLAB_BENCH_RESULTS``).
+with ``CSLAB_BENCH_RESULTS``; ``--quick`` writes to ``bench/results/quick/`` instead).
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "e2e.json"
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 TARGET_WALL_S, AIM_WALL_S, TARGET_MEM_GB, TARGET_ACQ_SHARE = 60.0, 40.0, 1.0, 0.30
 STAGES = ("fit_s", "score_s", "acquire_s", "measure_s")
@@ -297,11 +298,8 @@ def main(argv: list[str] | None = None) -> dict:
             "acq_share": TARGET_ACQ_SHARE,
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = RESULTS.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(result, indent=2))
-    tmp_json.replace(RESULTS)
-    print(f"wrote {RESULTS}")
+    path = write_result("e2e", result, args.quick)
+    print(f"wrote {path}")
 
     def verdict(value: float, target: float) -> str:
         return "meets" if value <= target else f"misses by {value / target:.2f}x"

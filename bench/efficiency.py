@@ -32,16 +32,15 @@ it is not part of ``python -m bench`` unless asked for (``--only efficiency``
 or ``--all``). ``--quick``: small world, 2 seeds, budget 20, ``random`` and
 ``dose_grid``, 2 members of at most 40 steps, in a temporary folder. Prints the table and a one-line
 summary last and writes ``bench/results/efficiency.json`` (directory
-overridable with ``CSLAB_BENCH_RESULTS``).
+overridable with ``CSLAB_BENCH_RESULTS``; ``--quick`` writes to ``bench/results/quick/``
+instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -50,14 +49,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import ceiling
+from bench import ceiling, write_result
 from loop import compare
 from loop.config import RunConfig
 from loop.report import find_runs, load_run, results_frame
 from loop.stats import Headline, headline
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "efficiency.json"
 STUDY = ROOT / "bench" / "results" / "efficiency-study"
 STRATEGIES = "random,dose_grid,uncertainty,disagreement,eig,nipv,fisher,cost_aware"
 REFERENCES = ("random", "dose_grid")
@@ -279,11 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
         "aim_ratio": AIM,
         "share_of_ceiling": shares,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = RESULTS.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(result, indent=2, default=float))
-    tmp_json.replace(RESULTS)
-    print(f"wrote {RESULTS}" + (f"; study {study}" if not tmp else ""))
+    path = write_result("efficiency", result, q, default=float)
+    print(f"wrote {path}" + (f"; study {study}" if not tmp else ""))
     note = (
         f"{len(done_seeds)} of {seeds} seeds"
         + (" (PARTIAL)" if partial else "")

@@ -3,25 +3,22 @@
 Run: ``OPENBLAS_NUM_THREADS=1 python -m bench.model_fit [--quick] [--preset default] [--budget 200] [--seed 0]``.
 Prints the data size, cold and warm fit seconds and the identifiability index, a one-line summary last, and
 writes ``bench/results/model_fit.json`` (directory overridable with ``CSLAB_BENCH_RESULTS``). ``--quick``: small
-world, budget 40, at most 100 cold / 50 warm steps.
+world, budget 40, at most 100 cold / 50 warm steps, written to ``bench/results/quick/`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench import write_result
 from models import CSLEnsemble
 from models.identifiability import score
 from simulators import make_world
 
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", Path(__file__).resolve().parent / "results")) / "model_fit.json"
 TARGET_S = 5.0
 
 
@@ -84,8 +81,8 @@ def main() -> None:
         "index": float(rep.index),
         "target_s": TARGET_S,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    path = write_result("model_fit", result, args.quick)
+    print(f"wrote {path}")
     verdict = "quick sizes: no" if args.quick else "meets" if cold <= TARGET_S else f"misses by {cold / TARGET_S:.2f}x"
     print(
         f"model_fit: one member on {args.preset} at budget {args.budget:g}: cold {cold:.2f} s ({verdict} the "

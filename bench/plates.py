@@ -17,26 +17,24 @@ the mean morphology of its wells minus the mean of the negative-control wells
 over compounds, doses and features, averaged over world / layout seeds.
 
 Run: ``python -m bench.plates [--quick] [--seeds 10]``. Prints the table, a one-line summary last, and writes
-``bench/results/plates.json`` (directory overridable with ``CSLAB_BENCH_RESULTS``). ``--quick``: 2 seeds.
+``bench/results/plates.json`` (directory overridable with ``CSLAB_BENCH_RESULTS``). ``--quick``: 2 seeds,
+written to ``bench/results/quick/`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench import write_result
 from experiment_design import Perturbation, Query, keys
 from experiment_design.assays import MORPHOLOGY
 from experiment_design.plates import LayoutConfig, PlateFormat, layout_plates
 from simulators import make_world
 
 ASSAY = "cell_painting"
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", Path(__file__).resolve().parent / "results")) / "plates.json"
 
 
 def round_queries(world, n_compounds: int = 3, n_doses: int = 8, replicates: int = 3) -> list[Query]:
@@ -135,8 +133,8 @@ def main() -> None:
         "wins_random_over_naive": float(wins),
         "rmse": {k: {"mean": float(e.mean()), "sd": float(e.std()), "per_seed": e.tolist()} for k, e in errs.items()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    path = write_result("plates", result, args.quick)
+    print(f"wrote {path}")
     ratio = errs["naive"].mean() / errs["random"].mean()
     print(
         f"plates: randomised edge-avoiding layouts cut the dose-response RMSE {ratio:.2f}x vs naive "

@@ -16,7 +16,8 @@ formats labs and atlases use, then replayed through the lab adapter
 
 Without truth the index is the practical one (posterior contraction, Fisher spectrum,
 held-out likelihood). Per screen it prints the final index and aggregate risk per strategy
-(mean over seeds) and the paired difference to random, and writes ``bench/results/pool.json``.
+(mean over seeds) and the paired difference to random, and writes ``bench/results/pool.json``
+(directory overridable with ``CSLAB_BENCH_RESULTS``; ``--quick`` writes to ``bench/results/quick/`` instead).
 
     python -m bench.pool [--quick] [--seeds 3] [--budget 40] [--screens mixed,drug_grid]
 """
@@ -24,7 +25,6 @@ held-out likelihood). Per screen it prints the final index and aggregate risk pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from bench import write_result
 
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", Path(__file__).parent / "results"))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 #: Screen → (``simulators.export`` arguments, file name, conditions at full / quick size).
 SCREENS = {
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{screen:>10} {s:>12} {v['identifiability']:7.3f} {v['risk']:7.3f} "
                 f"{v['delta_identifiability']:+17.3f} {v['delta_risk']:+16.3f}"
             )
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"quick": args.quick, "seeds": seeds, "budget": budget, "screens": results}
     out["seconds"] = time.perf_counter() - t0
-    (RESULTS / "pool.json").write_text(json.dumps(out, indent=2))
+    path = write_result("pool", out, args.quick)
+    print(f"wrote {path}")
     default = "cost_aware" if "cost_aware" in strategies else strategies[-1]
     parts = [
         f"{screen} risk {res['summary'][default]['risk']:.3f} vs {res['summary']['random']['risk']:.3f}"

@@ -20,21 +20,22 @@ speed-up (ideal 2 on 2 cores; less when the machine is shared).
 
 ``--quick``: small world, 16 queries, 20 steps. Prints the tables and a
 one-line summary last and writes ``bench/results/scale.json`` (directory
-overridable with ``CSLAB_BENCH_RESULTS``).
+overridable with ``CSLAB_BENCH_RESULTS``; ``--quick`` writes to ``bench/results/quick/``
+instead).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", ROOT / "bench" / "results")) / "scale.json"
 for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_k, "1")
 
@@ -201,11 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
         "fanout": fan,
         "cpus": os.cpu_count(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(RESULTS)
-    print(f"wrote {RESULTS}")
+    path = write_result("scale", result, args.quick)
+    print(f"wrote {path}")
     worst = max(round_rows, key=lambda r: r["peak_above_mb"])
     split = "/".join(f"{r['seconds']:.1f}" for r in round_rows)
     print(

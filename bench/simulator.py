@@ -9,24 +9,22 @@ metadata) and, in the same run, times ``Generator.negative_binomial`` alone on
 the same number of entries with the same mean and dispersion (as one call and
 in per-well chunks; the faster is the reference). Prints both
 rates and their ratio (aim >= 0.5), a one-line summary last, and writes
-``bench/results/simulator.json``.
+``bench/results/simulator.json`` (directory overridable with
+``CSLAB_BENCH_RESULTS``; ``--quick`` writes to ``bench/results/quick/`` instead).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench import write_result
 from experiment_design import Query
 from simulators import make_world
-
-RESULTS = Path(os.environ.get("CSLAB_BENCH_RESULTS", Path(__file__).resolve().parent / "results")) / "simulator.json"
 
 
 def _best_of(fn, repeats: int) -> float:
@@ -100,16 +98,13 @@ def main(argv: list[str] | None = None) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(RESULTS)
+    path = write_result("simulator", result, args.quick)
     print(f"scRNA simulation : {n_cells} cells x {n_genes} genes in {t_sim:.2f} s = {sim_rate:.3g} counts/s")
     print(
         f"numpy raw NB     : {n} draws in {t_one:.2f} s as one call, {t_chunk:.2f} s per well; "
         f"best {raw_rate:.3g} draws/s"
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {path}")
     print(
         f"simulator: {sim_rate:.3g} counts/s = {ratio:.2f} x raw NB rate "
         f"({'meets' if ratio >= 0.5 else 'below'} the 0.5 aim), {t_sim:.2f} s for {n_cells} x {n_genes}"

@@ -82,3 +82,16 @@ def test_summarising_a_folder_without_a_study_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit) as err:
         efficiency.main(["--no-run", "--out", str(tmp_path / "nothing"), "--no-ceiling"])
     assert str(err.value).startswith("error: ") and "nothing" in str(err.value)
+
+
+def test_quick_results_go_to_their_own_folder_and_are_written_atomically(tmp_path, monkeypatch):
+    from bench import results_dir, write_result
+
+    monkeypatch.delenv("CSLAB_BENCH_RESULTS", raising=False)
+    assert results_dir(True) == ROOT / "bench" / "results" / "quick"
+    assert results_dir(False) == ROOT / "bench" / "results"
+    monkeypatch.setenv("CSLAB_BENCH_RESULTS", str(tmp_path))
+    path = write_result("x", {"a": 1}, quick=True)
+    assert path == tmp_path / "x.json"
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert not list(tmp_path.glob("*.tmp"))
