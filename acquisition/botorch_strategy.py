@@ -29,6 +29,7 @@ Chosen candidates leave the pool, so a batch never repeats a condition.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ class BotorchStrategy(Strategy):
     #: Pacing (``None``: off): a round spends at most ``max(left / pace, q × median assay cost)`` and each
     #: well is charged its cost plus the slot price ``round budget / q`` (:func:`round_budget`).
     pace: float | None = None
+    #: At most ``floor(share × q)`` of a round's ``q`` wells perturb two or more targets (``None``: no cap).
+    combination_share: float | None = None
 
     def __init__(
         self,
@@ -242,8 +245,13 @@ class BotorchStrategy(Strategy):
         spent, baseline = 0.0, self.information_offset(acqf)
         last_gain: np.ndarray | None = None
         additive = self.scores_once(acqf)
+        if self.combination_share is not None:
+            combo = np.array([len(pool.queries[i].perturbation.targets) > 1 for i in order], dtype=bool)
+            max_combos = math.floor(self.combination_share * q + 1e-9)
         while len(chosen) < q:
             fits = free & (pool.cost[order] <= budget_left - spent + 1e-9)
+            if self.combination_share is not None and int(combo[chosen].sum()) >= max_combos:
+                fits &= ~combo  # the round's combinations are capped: single targets fill the other wells
             if not fits.any():
                 break
             if last_gain is not None and (additive or time.monotonic() > deadline):

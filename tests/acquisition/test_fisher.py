@@ -299,3 +299,27 @@ def test_a_posterior_too_large_to_hold_falls_back_to_the_readout_eig(monkeypatch
     assert len(queries) == 6
     for q in queries:
         space.validate(q)
+
+
+def test_cost_aware_caps_the_share_of_combinations_in_a_round():
+    from acquisition_fakes import BumpEnsemble
+
+    from acquisition.cost_aware import COMBINATION_SHARE, CostAwareStrategy
+
+    space = small_space()
+    model = BumpEnsemble(space)
+
+    def combos(share: float | None) -> tuple[int, int]:
+        batch = CostAwareStrategy(pool_size=300, pace=None, combination_share=share).propose(
+            model, space, None, 12, 200.0, np.random.default_rng(0)
+        )
+        return sum(len(q.perturbation.targets) > 1 for q in batch), len(batch)
+
+    free, n_free = combos(None)
+    assert free > 3 and n_free == 12  # uncapped, this model's information buys combinations
+    for share in (0.0, 0.25, COMBINATION_SHARE):
+        n_combos, n = combos(share)
+        assert n_combos <= math.floor(share * 12) and n == 12, share  # single targets fill the other wells
+    assert CostAwareStrategy().combination_share == COMBINATION_SHARE == 0.5
+    with pytest.raises(ValueError, match="combination_share must be in"):
+        CostAwareStrategy(combination_share=1.5)
