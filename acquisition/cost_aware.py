@@ -13,7 +13,9 @@ round, richer assays are bought. Because a query's information sums over its ass
 morphology, spatial + dissociated) is bought only when what it adds per
 budget unit beats the single-modality wells; with a joint information measure
 (``eig``, ``nipv``) the gain is conditional on the batch so far, so an anchor
-also loses when its parts are already bought.
+also loses when its parts are already bought. At most half of a round's wells
+(:data:`COMBINATION_SHARE`) perturb two or more targets: the parameter
+criterion alone would spend nearly all of them on combinations.
 """
 
 from __future__ import annotations
