@@ -30,11 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bench import write_result
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# before numpy is imported: OpenBLAS reads it once, at load
+for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_k, "1")
+
+import numpy as np  # noqa: E402
 
 #: Screen → (``simulators.export`` arguments, file name, conditions at full / quick size).
 SCREENS = {
