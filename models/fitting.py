@@ -30,7 +30,9 @@ class FitConfig:
         n_programs: Latent dimension ``K`` when the data has no molecular panel
             (with one, ``K`` is its number of features).
         max_steps: Adam steps of a cold fit.
-        warm_steps: Adam steps of a warm-started fit.
+        warm_steps: Adam steps of a warm-started fit. 100: on random's 5 ledgers of the
+            default world (budget 200) the final identifiability was 0.557 after 100 and
+            0.564 after 200 (the risk 0.324 both), at half the fit time.
         lr: Adam learning rate (cold fits).
         warm_lr: Adam learning rate of warm-started fits (smaller: a refinement).
         tol: Stop when the loss improved by less than this over 25 steps.
@@ -47,7 +49,7 @@ class FitConfig:
 
     n_programs: int = 8
     max_steps: int = 500
-    warm_steps: int = 200
+    warm_steps: int = 100
     lr: float = 0.05
     warm_lr: float = 0.02
     tol: float = 1e-4
