@@ -25,16 +25,14 @@ held-out likelihood). Per screen it prints the final index and aggregate risk pe
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from bench import write_result
+from loop.distributed import pin_threads
 
-# before numpy is imported: OpenBLAS reads it once, at load
-for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_k, "1")
+pin_threads()  # before numpy is imported
 
 import numpy as np  # noqa: E402
 

@@ -34,10 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import write_result
+from loop.distributed import pin_threads
 
 ROOT = Path(__file__).resolve().parents[1]
-for _k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_k, "1")
+pin_threads()  # before numpy is imported
 
 
 def _rss_mb() -> float:

@@ -19,6 +19,15 @@ from collections.abc import Callable, Iterable, Sequence
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def pin_threads() -> None:
+    """Set each of :data:`THREAD_ENV` that the environment does not set already.
+
+    Call it before numpy or torch is imported: OpenBLAS reads the variable once, at load.
+    """
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def share_plugins(modules: Iterable[object]) -> None:
     """Ship the code of plug-in files with the objects Ray pickles (a worker cannot import a file by path).
 
@@ -68,7 +77,7 @@ def init_ray(address: str | None = None, workers: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.update({k: os.environ.get(k, v) for k, v in THREAD_ENV.items()})
+    pin_threads()
     kwargs: dict = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
