@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from bench import results_dir
+from loop.distributed import THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every bench, in the order they run; efficiency is opt-in (it takes long).
@@ -95,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     names = select(args.only, args.all)
     results = Path(args.results or results_dir(args.quick)).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    env = dict(
-        os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CSLAB_BENCH_RESULTS=str(results)
-    )
+    env = dict(os.environ, **THREAD_ENV, CSLAB_BENCH_RESULTS=str(results))
     t0 = time.perf_counter()
     rows = []
     for name in names:

@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 
 from bench import write_result
+from loop.distributed import THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+ENV = dict(os.environ, **THREAD_ENV)
 TARGET_PSS_MB = 2048.0
 DRUGS, DOSES_UM, CELL_LINES = 60, (0.1, 1.0, 10.0), ("A549", "MCF7", "HepG2", "K562")
 ROUNDS, PER_ROUND = 5, 8

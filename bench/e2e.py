@@ -56,9 +56,10 @@ import time
 from pathlib import Path
 
 from bench import write_result
+from loop.distributed import THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+ENV = dict(os.environ, **THREAD_ENV)
 TARGET_WALL_S, AIM_WALL_S, TARGET_MEM_GB, TARGET_ACQ_SHARE = 60.0, 40.0, 1.0, 0.30
 STAGES = ("fit_s", "score_s", "acquire_s", "measure_s")
 
