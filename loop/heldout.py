@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiment_design import DesignSpace, MeasurementBatch, Query, keys
+from experiment_design import DesignSpace, MeasurementBatch, Perturbation, Query, keys
 from experiment_design.splits import queries_of_obs
 from experiment_design.stress import held_contexts, held_target_sets, make_stress_sets, pool_stress_sets, stress_rule
 from loop.config import SettingError
@@ -106,6 +106,43 @@ class HeldOut:
                     keep.append(qid)
         return data.subset(pd.unique(pd.Series(keep, dtype=str)))
 
-    def score(self, model: object, data: MeasurementBatch) -> RiskReport:
-        """Aggregate risk of ``model`` on the stress sets (controls from the training data)."""
-        return evaluate(model, self.load(), control_data=data)
+    def score(self, model: object, data: MeasurementBatch, reference: MeasurementBatch | None = None) -> RiskReport:
+        """Aggregate risk of ``model`` on the stress sets.
+
+        Args:
+            model: The fitted model.
+            data: The training data: its controls are the mean-of-controls baseline (the stored
+                definition), its singles the additive baseline.
+            reference: Controls measured apart from the design (:func:`reference_queries`): the
+                baseline then comes from them and is the same for every design
+                (:func:`models.evaluation.evaluate`).
+        """
+        return evaluate(model, self.load(), control_data=data, reference=reference)
+
+
+#: Replicates of each reference control.
+REFERENCE_REPLICATES = 2
+
+
+def reference_queries(space: DesignSpace, replicates: int = REFERENCE_REPLICATES) -> list[Query]:
+    """Controls of every assay in every context, at the middle of the time range: a design-independent yardstick.
+
+    The risk's mean-of-controls baseline taken from the training data depends on the design: a design that
+    never measures a control of a modality is scored against the stress set's own mean, a much harder
+    yardstick. Measuring these queries apart from the design (free, never trained on) gives every design
+    on a seed the same baseline, as the Virtual Cell Challenge takes its control mean from the evaluation
+    data. The simulator seeds each (query, replicate) by itself, so measuring them changes no other
+    measurement.
+
+    Raises:
+        ValueError: For a pool space (measured data): its control conditions are the pool's own, and
+            measuring them here would hand out their specimens.
+    """
+    if space.pool:
+        raise ValueError("reference_queries: a pool space's controls are its own conditions; not built for pools")
+    lo, hi = space.time_range_h
+    return [
+        Query(Perturbation(), lo + 0.5 * (hi - lo), c, a.name, replicates=replicates)
+        for a in space.assays
+        for c in space.contexts
+    ]

@@ -217,6 +217,10 @@ def _queries_by_id(batch: MeasurementBatch) -> dict[str, Query]:
     return dict(zip(ids, queries_of_obs(obs), strict=True))
 
 
+def _readout_or_none(batch: MeasurementBatch, modality: str) -> ObservedReadout | None:
+    return observed_readout(batch, modality) if modality in batch.modalities else None
+
+
 def _controls_only(readout: ObservedReadout | None, queries: Sequence[Query]) -> ObservedReadout | None:
     if readout is None:
         return None
@@ -251,6 +255,7 @@ def evaluate(
     heldout: Mapping[str, MeasurementBatch],
     control_data: MeasurementBatch | None = None,
     *,
+    reference: MeasurementBatch | None = None,
     weights: Mapping[str, float] | None = None,
     gene_sets: Mapping[str, Sequence[str]] | None = None,
     k_de: int = 20,
@@ -268,6 +273,14 @@ def evaluate(
             modality, the baseline is the mean of the set's own observations);
             its single-target queries give the additive baseline of
             combinations (``details["nmse_additive"]``).
+        reference: Controls that give the mean-of-controls baseline instead
+            of ``control_data``'s (which still gives the additive baseline).
+            With the training data as the source, the yardstick depends on
+            the design: a design that never measured a control of a modality
+            is scored against the set's own mean, one that did against its
+            controls. Controls of every assay and context measured apart
+            from the design (:func:`loop.heldout.reference_queries`) make
+            the yardstick the same for every design.
         weights: Axis → weight (default equal); renormalised over the axes
             present.
         gene_sets: Optional gene sets (e.g. :func:`models.readouts.parse_gmt`);
@@ -291,6 +304,8 @@ def evaluate(
     ys, mus, vs, de_o, de_d = [], [], [], [], []
     control_ctx = _contexts(control_data) if control_data is not None else {}
     control_queries = _queries_by_id(control_data) if control_data is not None else {}
+    ref_ctx = _contexts(reference) if reference is not None else control_ctx
+    ref_queries = _queries_by_id(reference) if reference is not None else control_queries
     nadd: list[float] = []
     for key, batch in heldout.items():
         axis = key.split("/")[0]
@@ -315,11 +330,11 @@ def evaluate(
                 raise ValueError(f"evaluate: {key}/{m}: prediction has shape {mu.shape}, observed {o.values.shape}")
             alea = np.asarray(pred.aleatoric[m])[idx] / o.n_specimens[:, None] if m in pred.aleatoric else 0.0
             var = np.asarray(pred.epistemic(m))[idx] + alea
-            ctrl = (
-                observed_readout(control_data, m) if control_data is not None and m in control_data.modalities else None
-            )
+            ctrl = _readout_or_none(control_data, m) if control_data is not None else None
             ctrl_q = [control_queries[q] for q in ctrl.query_ids] if ctrl is not None else []
-            base = _baseline(o, ctx, _controls_only(ctrl, ctrl_q), control_ctx)
+            ref = ctrl if reference is None else _readout_or_none(reference, m)
+            ref_q = [ref_queries[q] for q in ref.query_ids] if ref is not None else []
+            base = _baseline(o, ctx, _controls_only(ref, ref_q), ref_ctx)
             f = _feature_map(m, o.var_names, gene_sets)
             losses[axis].append(set_loss(f(mu), f(o.values), f(base)))
             standard[axis].append(standard_metrics(f(mu), f(o.values), f(base), k_de))

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from experiment_design import Context, MeasurementBatch, ModalityData, Perturbation, Query, keys
+from experiment_design.splits import queries_of_obs
 from models.base import PROGRAMS, Prediction
 from models.evaluation import (
     AXES,
@@ -235,6 +236,35 @@ def test_additive_baseline_of_combinations(scenario) -> None:
     err_add, err_ctrl = np.mean((add - obs.values) ** 2), np.mean((ctrl - obs.values) ** 2)
     assert err_add < 0.1 * err_ctrl
     assert np.isnan(additive_baseline([query(("T0", "T1"), dose=0.3)], singles, ref.values, ctrl[:1])).all()
+
+
+def test_reference_controls_make_the_yardstick_independent_of_the_training_data(scenario) -> None:
+    """Training data without anchor or tissue controls (a design that never bought one) falls back to the
+    set's own mean, a harder yardstick than the controls; reference controls give every design the same."""
+    heldout, controls, with_controls = scenario
+    # controls in scRNA only, like a design that keeps round 0's controls and buys none
+    obs = pd.concat([m.obs for m in with_controls.modalities.values()]).drop_duplicates(keys.QUERY_ID)
+    keep = [q.query_id for q in queries_of_obs(obs) if not q.perturbation.is_control or q.assay == "scrna"]
+    singles_only = with_controls.subset(keep)
+    rng = np.random.default_rng(11)
+    noisy = {
+        q: {m: v + rng.normal(0, v.std(), v.shape) for m, v in d.items()} for q, d in observed_table(heldout).items()
+    }
+    model = TableModel(noisy)
+    old_with = evaluate(model, heldout, with_controls)
+    old_without = evaluate(model, heldout, singles_only)
+    # the stored definition: the same model scores worse on the axes whose controls are missing
+    assert old_without.parts["risk_modality"] > 1.15 * old_with.parts["risk_modality"]
+    assert old_without.parts["risk_scale"] > 1.15 * old_with.parts["risk_scale"]
+    # (RNA keeps the scRNA controls; the anchors' RNA controls go, so it moves a little)
+    assert old_without.parts["risk_context"] == pytest.approx(old_with.parts["risk_context"], abs=0.01)
+    # with reference controls the training data no longer matters, and the yardstick is the controls'
+    new_with = evaluate(model, heldout, with_controls, reference=controls)
+    new_without = evaluate(model, heldout, singles_only, reference=controls)
+    assert new_with.risk == pytest.approx(new_without.risk, abs=1e-12)
+    assert new_with.risk == pytest.approx(old_with.risk, abs=1e-12)  # its controls were the reference's
+    # the additive baseline still comes from the training data
+    assert new_with.details["nmse_additive"] == pytest.approx(old_with.details["nmse_additive"])
 
 
 def test_missing_readouts_cost_the_baseline_and_weights_select_axes(scenario) -> None:
