@@ -1,6 +1,6 @@
 """Re-score finished runs against reference controls: the aggregate risk with a design-independent yardstick.
 
-    python -m bench.rescore <study or run folder> [--reference random]
+    python -m bench.rescore <study or run folder> [--against random]
 
 The stored risk (``metrics.parquet``) divides each stress set's error by that of the
 mean of controls *of the run's training data*; a modality the design never measured
@@ -18,8 +18,8 @@ the round's checkpoint and training data, scores the stress sets
 
 It writes ``<folder>/rescored/<run>.parquet`` (one row per round: ``risk_stored``,
 ``risk_reference`` and the reference's four axes), skips runs already rescored (rerun
-to resume), and prints per strategy the budget ratio to reach the reference strategy's
-final risk under both definitions (:func:`loop.stats.headline`, paired seeds) with
+to resume), and prints per strategy the budget ratio to reach the ``--against`` strategy's
+(random's) final risk under both definitions (:func:`loop.stats.headline`, paired seeds) with
 each definition's final risk. Runs of measured data (``--oracle lab``) have no world to
 measure controls from and are skipped with a message.
 """
@@ -96,15 +96,15 @@ def rescore_run(run: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def headline_rows(table: pd.DataFrame, reference: str) -> list[dict]:
-    """Per strategy: ratio to reach ``reference``'s final risk under both definitions, and final risks."""
+def headline_rows(table: pd.DataFrame, against: str) -> list[dict]:
+    """Per strategy: ratio to reach ``against``'s final risk under both definitions, and final risks."""
     from bench.efficiency import ratio_text
     from loop.stats import headline
 
     out = {}
     finals = table.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")
     for label, col in (("stored", "risk_stored"), ("reference", "risk_reference")):
-        rows = headline(table.assign(neg=-table[col]), np.random.default_rng(0), column="neg", reference=reference)
+        rows = headline(table.assign(neg=-table[col]), np.random.default_rng(0), column="neg", reference=against)
         for h in rows:
             entry = out.setdefault(h.strategy, {"strategy": h.strategy, "seeds": h.n_seeds})
             entry[f"ratio_{label}"] = ratio_text(h)
@@ -115,7 +115,7 @@ def headline_rows(table: pd.DataFrame, reference: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.rescore", description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", help="a study folder (with runs/) or one run folder")
-    ap.add_argument("--reference", default="random", help="strategy whose final risk is the target (random)")
+    ap.add_argument("--against", default="random", help="the strategy whose final risk is the target (random)")
     args = ap.parse_args(argv)
     pin_threads()
     from rich.progress import Progress
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.concat(tables, ignore_index=True)
     print(f"{len(tables)} runs rescored ({cache}); risk against the training data's controls (stored) and against")
     print("reference controls of every assay and context (the same for every design):")
-    if args.reference in set(table["strategy"]):
-        print(pd.DataFrame(headline_rows(table, args.reference)).round(3).to_string(index=False))
+    if args.against in set(table["strategy"]):
+        print(pd.DataFrame(headline_rows(table, args.against)).round(3).to_string(index=False))
     else:
         finals = table.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")
         print(finals[["risk_stored", "risk_reference"]].mean().round(3).to_string())
