@@ -70,15 +70,15 @@ def rescore_run(run: Path) -> pd.DataFrame:
     reference = world.measure(reference_queries(space))
     held = HeldOut(run, space, config.seed, config.heldout_per_axis)
     ledger = Ledger(run)
-    checkpoints = {int(p.stem.split("-")[-1]): p for p in store.model_paths()}
     metrics = pd.read_parquet(run / "metrics.parquet").sort_values("round")
     rows = []
     for _, m in metrics.iterrows():
         k = int(m["round"])
-        if k not in checkpoints:
-            raise ValueError(f"{run}: round {k} has metrics but no model-{k:04d}.pt in {run / 'checkpoints'}")
+        checkpoint = store.model_path(k)
+        if not checkpoint.is_file():
+            raise ValueError(f"{run}: round {k} has metrics but no checkpoint {checkpoint}")
         model = config.build_model(space)
-        model.load_state_dict(torch.load(io.BytesIO(checkpoints[k].read_bytes()), weights_only=False))
+        model.load_state_dict(torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=False))
         data = held.trainable(ledger.load(upto=k))
         old, new = held.score(model, data), held.score(model, data, reference=reference)
         rows.append(
@@ -98,13 +98,18 @@ def rescore_run(run: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def final_rows(table: pd.DataFrame) -> pd.core.groupby.DataFrameGroupBy:
+    """Each (strategy, seed)'s last round, grouped by strategy."""
+    return table.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")
+
+
 def headline_rows(table: pd.DataFrame, against: str) -> list[dict]:
     """Per strategy: ratio to reach ``against``'s final risk under both definitions, and final risks."""
     from bench.efficiency import ratio_text
     from loop.stats import headline
 
     out = {}
-    finals = table.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")
+    finals = final_rows(table)
     for label, col in (("stored", "risk_stored"), ("reference", "risk_reference")):
         rows = headline(table.assign(neg=-table[col]), np.random.default_rng(0), column="neg", reference=against)
         for h in rows:
@@ -164,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.against in set(table["strategy"]):
         print(pd.DataFrame(headline_rows(table, args.against)).round(3).to_string(index=False))
     else:
-        finals = table.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")
-        print(finals[["risk_stored", "risk_reference"]].mean().round(3).to_string())
+        print(final_rows(table)[["risk_stored", "risk_reference"]].mean().round(3).to_string())
     return 0
 
 

@@ -305,7 +305,7 @@ def evaluate(
     control_ctx = _contexts(control_data) if control_data is not None else {}
     control_queries = _queries_by_id(control_data) if control_data is not None else {}
     ref_ctx = _contexts(reference) if reference is not None else control_ctx
-    ref_queries = _queries_by_id(reference) if reference is not None else control_queries
+    ref_queries = _queries_by_id(reference) if reference is not None else {}
     nadd: list[float] = []
     for key, batch in heldout.items():
         axis = key.split("/")[0]
@@ -332,8 +332,11 @@ def evaluate(
             var = np.asarray(pred.epistemic(m))[idx] + alea
             ctrl = _readout_or_none(control_data, m) if control_data is not None else None
             ctrl_q = [control_queries[q] for q in ctrl.query_ids] if ctrl is not None else []
-            ref = ctrl if reference is None else _readout_or_none(reference, m)
-            ref_q = [ref_queries[q] for q in ref.query_ids] if ref is not None else []
+            if reference is None:
+                ref, ref_q = ctrl, ctrl_q
+            else:
+                ref = _readout_or_none(reference, m)
+                ref_q = [ref_queries[q] for q in ref.query_ids] if ref is not None else []
             base = _baseline(o, ctx, _controls_only(ref, ref_q), ref_ctx)
             f = _feature_map(m, o.var_names, gene_sets)
             losses[axis].append(set_loss(f(mu), f(o.values), f(base)))
