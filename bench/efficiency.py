@@ -42,6 +42,7 @@ import argparse
 import fcntl
 import math
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +60,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "bench" / "results" / "efficiency-study"
 STRATEGIES = "random,dose_grid,uncertainty,disagreement,eig,nipv,fisher,cost_aware"
 REFERENCES = ("random", "dose_grid")
-METRICS = {"identifiability": "identifiability", "risk": "neg_risk"}  # name -> column where higher is better
+#: name -> column where higher is better. ``risk_training_controls`` is the risk's definition until 2026-12-08
+#: (against the training data's controls), reported beside the current one.
+METRICS = {"identifiability": "identifiability", "risk": "neg_risk", "risk_training_controls": "neg_risk_training"}
+LABELS = {"identifiability": "ident", "risk": "risk", "risk_training_controls": "risk(train ctl)"}
 TARGET, AIM = 0.5, 1 / 3
 #: ``--quick`` run settings on top of world and budget: the code path in seconds, not the figure.
 QUICK = {"n_members": 2, "heldout_per_axis": 2, "model_options": {"max_steps": 40, "warm_steps": 20}}
@@ -98,7 +102,19 @@ def paired_results(study: Path, strategies: list[str], with_ceiling: bool = Fals
             "(--strategies names the strategies to pair)"
         )
     res = res[res["seed"].isin(seeds)].copy()
+    if "risk_training_controls" not in res:
+        res["risk_training_controls"] = np.nan
+    before = res["risk_training_controls"].isna() & res["risk"].notna()
+    if before.any():  # runs scored before 2026-12-08 stored the training-controls risk as `risk`
+        runs = res[before].groupby(["strategy", "seed"]).ngroups
+        print(
+            f"note: {runs} runs were scored before 2026-12-08: their risk is against the training data's "
+            "controls (python -m bench.rescore gives both definitions)",
+            file=sys.stderr,
+        )
+        res["risk_training_controls"] = res["risk_training_controls"].fillna(res["risk"])
     res["neg_risk"] = -res["risk"]
+    res["neg_risk_training"] = -res["risk_training_controls"]
     return res, seeds
 
 
@@ -219,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         res.sort_values("round")
         .groupby(["strategy", "seed"])
         .last()
-        .groupby("strategy")[["identifiability", "risk", "spent"]]
+        .groupby("strategy")[["identifiability", "risk", "risk_training_controls", "spent"]]
         .mean()
     )
     cols = [(m, r) for m in METRICS for r in REFERENCES if r in heads[m]]
@@ -228,14 +244,14 @@ def main(argv: list[str] | None = None) -> dict:
         f"(geometric mean over {len(done_seeds)} paired seeds {done_seeds}, 95% bootstrap CI)"
     )
     print(
-        f"{'strategy':>13} " + " ".join(f"{m[:5] + ' vs ' + r:>27}" for m, r in cols) + f" {'final id':>8} "
-        f"{'final risk':>10}"
+        f"{'strategy':>13} " + " ".join(f"{LABELS[m] + ' vs ' + r:>27}" for m, r in cols) + f" {'final id':>8} "
+        f"{'final risk':>10} {'(train ctl)':>11}"
     )
     for s in (h.strategy for h in heads["identifiability"]["random"]):
         cells = [ratio_text(heads[m][r][[h.strategy for h in heads[m][r]].index(s)]) for m, r in cols]
         print(
             f"{s:>13} " + " ".join(f"{c:>27}" for c in cells) + f" {final.loc[s, 'identifiability']:>8.3f} "
-            f"{final.loc[s, 'risk']:>10.3f}"
+            f"{final.loc[s, 'risk']:>10.3f} {final.loc[s, 'risk_training_controls']:>11.3f}"
         )
     shares = {}
     if with_ceiling and ceiling.NAME in final.index:
@@ -254,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     partial = len(done_seeds) < seeds
     top = best(heads["identifiability"]["random"], "random")
     top_risk = best(heads["risk"]["random"], "random")
+    top_risk_old = best(heads["risk_training_controls"]["random"], "random")
     top_grid = (
         best(heads["identifiability"]["dose_grid"], "dose_grid") if "dose_grid" in heads["identifiability"] else None
     )
@@ -272,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
         "headline": {m: {r: [h.__dict__ for h in rows] for r, rows in by_ref.items()} for m, by_ref in heads.items()},
         "best_identifiability_vs_random": top.__dict__ if top else None,
         "best_risk_vs_random": top_risk.__dict__ if top_risk else None,
+        "best_risk_training_controls_vs_random": top_risk_old.__dict__ if top_risk_old else None,
         "best_identifiability_vs_dose_grid": top_grid.__dict__ if top_grid else None,
         "target_ratio": TARGET,
         "aim_ratio": AIM,
@@ -306,6 +324,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         verdict = "meets" if top.ratio <= TARGET else f"misses by {top.ratio / TARGET:.2f}x"
         risk = f"{top_risk.strategy} {ratio_text(top_risk)}" if top_risk else "none reaches on every seed"
+        risk += (
+            f" (against the training data's controls: {top_risk_old.strategy} {ratio_text(top_risk_old)})"
+            if top_risk_old
+            else " (against the training data's controls: none reaches on every seed)"
+        )
         print(
             f"efficiency: best {top.strategy} needs {ratio_text(top)} x random's budget for random's "
             f"identifiability at {budget:g} (target <= 0.5: {verdict}; aim 0.33); risk: best {risk}; {note}"

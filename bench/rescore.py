@@ -1,27 +1,28 @@
-"""Re-score finished runs against reference controls: the aggregate risk with a design-independent yardstick.
+"""Re-score finished runs under both definitions of the aggregate risk, from their checkpoints.
 
     python -m bench.rescore <study or run folder> [--against random]
 
-The stored risk (``metrics.parquet``) divides each stress set's error by that of the
-mean of controls *of the run's training data*; a modality the design never measured
-a control of falls back to the set's own mean, a much harder yardstick. So the risk
-of two designs on the same seed is measured with two rulers (README, "The risk's
-yardstick"). This bench keeps the stored definition and adds the other one without
-re-running anything: for every round of every run of a simulated world it reloads
-the round's checkpoint and training data, scores the stress sets
+Until 2026-12-08 the risk (``metrics.parquet``) divided each stress set's error by that
+of the mean of controls *of the run's training data*; a modality the design never
+measured a control of fell back to the set's own mean, a much harder yardstick, so two
+designs on the same seed were measured with two rulers (README, "The risk's
+yardstick"). Since then a run measures reference controls at its start
+(:func:`loop.heldout.reference_queries`: every assay in every trainable context, the
+same for every design on a seed) and stores ``risk`` against them and
+``risk_training_controls`` under the earlier definition. This bench gives both for any
+run without re-running it: for every round it reloads the round's checkpoint and
+training data and scores the stress sets against both yardsticks. A run from before
+measures its reference from its world (the simulator seeds each (query, replicate) by
+itself, so these are the controls the run would have measured); a later run uses its
+stored one. Every stored figure must be reproduced (to :data:`TOLERANCE`), or the run
+is reported as not reproducible and left out.
 
-* as stored (the training data's controls), which must reproduce ``metrics.parquet``'s
-  risk (to :data:`TOLERANCE`), or the run is reported as not reproducible and left out; and
-* against reference controls measured from the run's world
-  (:func:`loop.heldout.reference_queries`: every assay in every context, the same for
-  every design on a seed; the simulator seeds each (query, replicate) by itself).
-
-It writes ``<folder>/rescored/<run>.parquet`` (one row per round: ``risk_stored``,
+It writes ``<folder>/rescored/<run>.parquet`` (one row per round: ``risk_training_controls``,
 ``risk_reference`` and the reference's four axes), skips runs already rescored (rerun
 to resume), and prints per strategy the budget ratio to reach the ``--against`` strategy's
 (random's) final risk under both definitions (:func:`loop.stats.headline`, paired seeds) with
-each definition's final risk. Runs of measured data (``--oracle lab``) have no world to
-measure controls from and are skipped with a message.
+each definition's final risk. Earlier runs of measured data (``--oracle lab``) have no world
+to measure controls from and are skipped with a message.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ TOLERANCE = 1e-4
 
 
 def rescore_run(run: Path) -> pd.DataFrame:
-    """One row per round of ``run``: spent, identifiability, the stored risk recomputed, the reference risk.
+    """One row per round of ``run``: spent, identifiability, the risk under both definitions, recomputed.
+
+    A run from before 2026-12-08 stored the risk against its training data's controls only; its reference
+    controls are measured here from its world. A later run stored both and its own reference.
 
     Raises:
-        ValueError: If the run is not of a simulated world, or has no checkpoint of a round it scored.
+        ValueError: If an earlier run is not of a simulated world, or a run has no checkpoint of a round it
+            scored.
     """
     import torch
 
@@ -62,15 +67,18 @@ def rescore_run(run: Path) -> pd.DataFrame:
     store = RoundStore(run)
     stored = read_json(store.config_path)
     config = RunConfig.from_dict(stored["config"])
-    if config.oracle != "sim":
-        raise ValueError(f"{run}: oracle {config.oracle!r} has no world to measure reference controls from")
     load_plugins(config.plugins)
     space = DesignSpace.from_dict(stored["space"])
-    world = simulators.make_world(config.world, seed=config.seed, **config.world_overrides)
-    reference = world.measure(reference_queries(space))
     held = HeldOut(run, space, config.seed, config.heldout_per_axis)
+    reference = held.reference()
+    if reference is None:
+        if config.oracle != "sim":
+            raise ValueError(f"{run}: oracle {config.oracle!r} has no world to measure reference controls from")
+        world = simulators.make_world(config.world, seed=config.seed, **config.world_overrides)
+        reference = world.measure(reference_queries(space, held.blocked))
     ledger = Ledger(run)
     metrics = pd.read_parquet(run / "metrics.parquet").sort_values("round")
+    both = "risk_training_controls" in metrics  # stored under both definitions
     rows = []
     for _, m in metrics.iterrows():
         k = int(m["round"])
@@ -79,8 +87,7 @@ def rescore_run(run: Path) -> pd.DataFrame:
             raise ValueError(f"{run}: round {k} has metrics but no checkpoint {checkpoint}")
         model = config.build_model(space)
         model.load_state_dict(torch.load(io.BytesIO(checkpoint.read_bytes()), weights_only=False))
-        data = held.trainable(ledger.load(upto=k))
-        old, new = held.score(model, data), held.score(model, data, reference=reference)
+        report = held.score(model, held.trainable(ledger.load(upto=k)), reference=reference)
         rows.append(
             {
                 "strategy": config.strategy,
@@ -89,13 +96,21 @@ def rescore_run(run: Path) -> pd.DataFrame:
                 "round": k,
                 "spent": float(m["spent"]),
                 "identifiability": float(m["identifiability"]),
-                "risk_metrics": float(m["risk"]),
-                "risk_stored": old.risk,
-                "risk_reference": new.risk,
-                **{f"{a}_reference": v for a, v in new.parts.items()},
+                "stored_training_controls": float(m["risk_training_controls"] if both else m["risk"]),
+                "stored_reference": float(m["risk"]) if both else float("nan"),
+                "risk_training_controls": report.details["risk_training_controls"],
+                "risk_reference": report.risk,
+                **{f"{a}_reference": v for a, v in report.parts.items()},
             }
         )
     return pd.DataFrame(rows)
+
+
+def reproduction_error(table: pd.DataFrame) -> float:
+    """Largest difference between a recomputed risk and the stored one (either definition, where stored)."""
+    bad = (table["risk_training_controls"] - table["stored_training_controls"]).abs().max()
+    ref = (table["risk_reference"] - table["stored_reference"]).abs().dropna()
+    return float(max(bad, ref.max() if len(ref) else 0.0))
 
 
 def final_rows(table: pd.DataFrame) -> pd.core.groupby.DataFrameGroupBy:
@@ -110,7 +125,7 @@ def headline_rows(table: pd.DataFrame, against: str) -> list[dict]:
 
     out = {}
     finals = final_rows(table)
-    for label, col in (("stored", "risk_stored"), ("reference", "risk_reference")):
+    for label, col in (("training_controls", "risk_training_controls"), ("reference", "risk_reference")):
         rows = headline(table.assign(neg=-table[col]), np.random.default_rng(0), column="neg", reference=against)
         for h in rows:
             entry = out.setdefault(h.strategy, {"strategy": h.strategy, "seeds": h.n_seeds})
@@ -150,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"skipped: {exc}", file=sys.stderr)
                     bar.advance(task)
                     continue
-                bad = (t["risk_stored"] - t["risk_metrics"]).abs().max()
+                bad = reproduction_error(t)
                 if not bad <= TOLERANCE:
                     print(f"skipped: {run}: the stored risk does not reproduce (off by {bad:.3g})", file=sys.stderr)
                     bar.advance(task)
@@ -164,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {folder}: no finished run of a simulated world to rescore", file=sys.stderr)
         return 2
     table = pd.concat(tables, ignore_index=True)
-    print(f"{len(tables)} runs rescored ({cache}); risk against the training data's controls (stored) and against")
-    print("reference controls of every assay and context (the same for every design):")
+    print(f"{len(tables)} runs rescored ({cache}); risk against the training data's controls (the definition")
+    print("until 2026-12-08) and against reference controls of every assay and trainable context (the same for")
+    print("every design):")
     if args.against in set(table["strategy"]):
         print(pd.DataFrame(headline_rows(table, args.against)).round(3).to_string(index=False))
     else:
-        print(final_rows(table)[["risk_stored", "risk_reference"]].mean().round(3).to_string())
+        print(final_rows(table)[["risk_training_controls", "risk_reference"]].mean().round(3).to_string())
     return 0
 
 

@@ -13,7 +13,8 @@ from the pool (and so held out of it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ class HeldOut:
 
     def __init__(self, root: str | Path, space: DesignSpace, seed: int, n_per_axis: int = 8) -> None:
         self.dir = RoundStore(root).heldout_dir
+        self.space = space
         rng = np.random.default_rng([seed, 0x4E1D])
         drawn = pool_stress_sets(space, rng, n_per_axis) if space.pool else make_stress_sets(space, rng, n_per_axis)
         # What a run measured is its stress sets: a resumed run keeps them even if the drawing rule has
@@ -59,8 +61,6 @@ class HeldOut:
 
     def restrict(self, space: DesignSpace) -> DesignSpace:
         """The space to propose from: held-out contexts and combinations closed, pool less blocked conditions."""
-        import dataclasses
-
         pool = tuple(q for q in space.pool if not self.blocked(q))
         if space.pool and not pool:
             raise SettingError("every condition of the data is held out for evaluation; lower heldout_per_axis")
@@ -106,43 +106,88 @@ class HeldOut:
                     keep.append(qid)
         return data.subset(pd.unique(pd.Series(keep, dtype=str)))
 
+    @property
+    def reference_path(self) -> Path:
+        """Stored reference controls (a subfolder: not an axis, so the leakage rule never sees them)."""
+        return self.dir / "reference" / "controls.parquet"
+
+    def reference(self) -> MeasurementBatch | None:
+        """The reference controls measured at the start of the run, or None (a run from before 2026-12-08)."""
+        path = self.reference_path
+        return MeasurementBatch.from_arrow(read_table(path)) if path.is_file() else None
+
+    def store_reference(self, batch: MeasurementBatch) -> None:
+        """Store the reference controls atomically."""
+        write_table(self.reference_path, batch.to_arrow())
+
     def score(self, model: object, data: MeasurementBatch, reference: MeasurementBatch | None = None) -> RiskReport:
         """Aggregate risk of ``model`` on the stress sets.
 
         Args:
             model: The fitted model.
-            data: The training data: its controls are the mean-of-controls baseline (the stored
-                definition), its singles the additive baseline.
-            reference: Controls measured apart from the design (:func:`reference_queries`): the
-                baseline then comes from them and is the same for every design
-                (:func:`models.evaluation.evaluate`).
+            data: The training data: its singles give the additive baseline, and its controls the
+                mean-of-controls baseline of ``details["risk_training_controls"]`` (the definition
+                before 2026-12-08).
+            reference: Controls measured apart from the design (:func:`reference_queries`) that give
+                the mean-of-controls baseline, the same for every design
+                (:func:`models.evaluation.evaluate`); default the run's stored ones. Without either
+                (a run from before), the baseline comes from ``data``.
         """
+        reference = self.reference() if reference is None else reference
         return evaluate(model, self.load(), control_data=data, reference=reference)
 
 
-#: Replicates of each reference control.
+#: Replicates of each reference control of a simulated world.
 REFERENCE_REPLICATES = 2
+#: At most this many specimens of each control condition of measured data make the reference.
+REFERENCE_POOL_SPECIMENS = 8
 
 
-def reference_queries(space: DesignSpace, replicates: int = REFERENCE_REPLICATES) -> list[Query]:
-    """Controls of every assay in every context, at the middle of the time range: a design-independent yardstick.
+def reference_queries(
+    space: DesignSpace,
+    blocked: Callable[[Query], bool] | None = None,
+    replicates: int = REFERENCE_REPLICATES,
+    specimens: Callable[[str], Sequence[str]] | None = None,
+) -> list[Query]:
+    """Controls any design could measure, measured apart from the design: the risk's yardstick.
 
     The risk's mean-of-controls baseline taken from the training data depends on the design: a design that
     never measures a control of a modality is scored against the stress set's own mean, a much harder
-    yardstick. Measuring these queries apart from the design (free, never trained on) gives every design
+    yardstick. Measuring these queries at the start of a run (free, never trained on) gives every design
     on a seed the same baseline, as the Virtual Cell Challenge takes its control mean from the evaluation
-    data. The simulator seeds each (query, replicate) by itself, so measuring them changes no other
-    measurement.
+    data. Only controls the leakage rule lets a design measure are used (``blocked``), so a held-out
+    context's baseline is the other contexts' controls, as it was with the training data's.
+
+    Args:
+        space: The run's design space (before the stress sets restrict it).
+        blocked: The stress sets' leakage rule (:attr:`HeldOut.blocked`); blocked controls are left out.
+        replicates: Specimens of each control of a simulated world. The simulator seeds each
+            (query, replicate) by itself, so measuring them changes no other measurement.
+        specimens: For measured data (a pool space): condition id → its stored specimens. The reference is
+            every control condition of the pool, with up to :data:`REFERENCE_POOL_SPECIMENS` of its
+            specimens; measuring them does not hand them out (the study never counts them as used).
+
+    Returns:
+        Simulated world: a control of every assay in every context, at the middle of the time range.
+        Measured data: the pool's control conditions that have specimens.
 
     Raises:
-        ValueError: For a pool space (measured data): its control conditions are the pool's own, and
-            measuring them here would hand out their specimens.
+        ValueError: For a pool space without ``specimens``.
     """
+    blocked = blocked or (lambda q: False)
     if space.pool:
-        raise ValueError("reference_queries: a pool space's controls are its own conditions; not built for pools")
+        if specimens is None:
+            raise ValueError("reference_queries: a pool space needs specimens (condition id -> specimens)")
+        out = []
+        for q in space.pool:
+            n = min(REFERENCE_POOL_SPECIMENS, len(specimens(q.query_id)))
+            if q.perturbation.is_control and not blocked(q) and n > 0:
+                out.append(dataclasses.replace(q, replicates=n))
+        return out
     lo, hi = space.time_range_h
-    return [
+    queries = (
         Query(Perturbation(), lo + 0.5 * (hi - lo), c, a.name, replicates=replicates)
         for a in space.assays
         for c in space.contexts
-    ]
+    )
+    return [q for q in queries if not blocked(q)]

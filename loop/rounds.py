@@ -41,6 +41,7 @@ METRIC_COLUMNS = (
     "risk_scale",
     "risk_context",
     "risk_intervention",
+    "risk_training_controls",
     "calibration_90",
     "wall_s",
     "fit_s",

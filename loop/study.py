@@ -26,7 +26,7 @@ from experiment_design.registry import load_plugins
 from loop import faults
 from loop.config import IDENTITY_KEYS, RunConfig, SettingError, normalise, versions
 from loop.distributed import OracleClient, init_ray, ray_map, ray_wanted, share_plugins
-from loop.heldout import HeldOut
+from loop.heldout import HeldOut, reference_queries
 from loop.ledger import Ledger
 from loop.rounds import RoundStatus, RoundStore, is_run_folder
 from loop.storage import RunFolderError, atomic_write, clean_temporaries, read_json, write_json
@@ -291,11 +291,22 @@ class Study:
                 self._oracle = None
 
     def _measure_heldout(self) -> None:
-        """Measure the stress sets once (free of the budget); stored ones are kept."""
+        """Measure the stress sets and the risk's reference controls once (free of the budget); stored ones are kept.
+
+        The reference controls hand out no specimen of measured data (they are never trained on, and a
+        design may still buy the same conditions). A run scored before they existed (2026-12-08) keeps its
+        training-data yardstick, so its risk curve has one definition throughout.
+        """
         if self.heldout is None:
             return
         for axis in self.heldout.missing():
             self.heldout.store(axis, self._measure_queries(self.heldout.sets[axis], self.heldout.specimens))
+        if self.heldout.reference_path.is_file() or len(self.store.read_metrics()):
+            return
+        specimens = self._lab.specimens if self._lab is not None else None
+        queries = reference_queries(self.heldout.space, self.heldout.blocked, specimens=specimens)
+        if queries:
+            self.heldout.store_reference(self._measure_queries(queries, set))
 
     def _measure_queries(self, queries: list[Query], used: Callable[[], set[str]]) -> MeasurementBatch:
         """Measure through the oracle; lab data hands out specimens statelessly, excluding ``used()``."""
@@ -467,6 +478,7 @@ class Study:
             "risk_scale": np.nan,
             "risk_context": np.nan,
             "risk_intervention": np.nan,
+            "risk_training_controls": np.nan,
             "calibration_90": np.nan,
             **risk,
             **timings,

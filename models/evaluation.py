@@ -14,7 +14,12 @@ set is in *baseline units*, so the axes are comparable:
 
 * ``nMSE = MSE(F(ŷ), F(y)) / MSE(F(b), F(y))`` with ``b`` the mean of the
   controls (same cell line and site where the controls have them); floored at
-  no skill, ``min(1, ·)`` is one minus the skill score clipped at zero;
+  no skill, ``min(1, ·)`` is one minus the skill score clipped at zero. The
+  loop takes the controls from reference wells measured at the start of a run
+  apart from the design (controls of every assay in every trainable context),
+  so every design on a seed is scored with the same yardstick; until
+  2026-12-08 it took them from the training data, whose controls depend on
+  the design (kept as ``risk_training_controls``);
 * ``disc`` is twice the mean discrimination rank (cell-eval style): for each
   query, the fraction of the other queries' predictions closer to its
   observation than its own prediction (ties count half).
@@ -187,8 +192,18 @@ class RiskReport:
     standard: dict[str, float] = field(default_factory=dict)
 
     def as_metrics(self) -> dict[str, float]:
-        """Flat row for ``metrics.parquet``: risk, its parts, calibration_90 and the standard metrics."""
-        return {"risk": self.risk, **self.parts, "calibration_90": self.calibration_90, **self.standard}
+        """Flat row for ``metrics.parquet``.
+
+        Risk, its parts, the risk against the training data's controls, calibration_90 and the standard metrics.
+        """
+        old = self.details.get("risk_training_controls", self.risk)
+        return {
+            "risk": self.risk,
+            **self.parts,
+            "risk_training_controls": old,
+            "calibration_90": self.calibration_90,
+            **self.standard,
+        }
 
 
 def _predict(model: object, queries: Sequence[Query], readouts: Sequence[str]) -> object:
@@ -278,9 +293,13 @@ def evaluate(
             With the training data as the source, the yardstick depends on
             the design: a design that never measured a control of a modality
             is scored against the set's own mean, one that did against its
-            controls. Controls of every assay and context measured apart
-            from the design (:func:`loop.heldout.reference_queries`) make
-            the yardstick the same for every design.
+            controls. Controls of every assay and trainable context measured
+            apart from the design (:func:`loop.heldout.reference_queries`)
+            make the yardstick the same for every design; the loop scores
+            this way. The risk against ``control_data``'s controls (the
+            definition before 2026-12-08) is kept as
+            ``details["risk_training_controls"]`` (equal to ``risk`` without
+            a reference).
         weights: Axis → weight (default equal); renormalised over the axes
             present.
         gene_sets: Optional gene sets (e.g. :func:`models.readouts.parse_gmt`);
@@ -299,6 +318,7 @@ def evaluate(
     if any(v < 0 for v in w.values()) or set(weights or {}) - set(AXES):
         raise ValueError(f"evaluate: weights must be non-negative over axes {AXES}, got {dict(weights or {})}")
     losses: dict[str, list[float]] = {a: [] for a in AXES}
+    losses_training: dict[str, list[float]] = {a: [] for a in AXES}  # against the training data's controls
     nmses: dict[str, list[float]] = {a: [] for a in AXES}
     standard: dict[str, list[dict]] = {a: [] for a in AXES}
     ys, mus, vs, de_o, de_d = [], [], [], [], []
@@ -323,6 +343,7 @@ def evaluate(
             o = observed_readout(batch, m)
             if m not in pred.members:
                 losses[axis].append(1.0)
+                losses_training[axis].append(1.0)
                 continue
             idx = np.array([row[q] for q in o.query_ids])
             mu = np.asarray(pred.mean(m))[idx]
@@ -340,6 +361,11 @@ def evaluate(
             base = _baseline(o, ctx, _controls_only(ref, ref_q), ref_ctx)
             f = _feature_map(m, o.var_names, gene_sets)
             losses[axis].append(set_loss(f(mu), f(o.values), f(base)))
+            if reference is None:
+                losses_training[axis].append(losses[axis][-1])
+            else:
+                own = _baseline(o, ctx, _controls_only(ctrl, ctrl_q), control_ctx)
+                losses_training[axis].append(set_loss(f(mu), f(o.values), f(own)))
             standard[axis].append(standard_metrics(f(mu), f(o.values), f(base), k_de))
             if ctrl is not None:
                 add = additive_baseline([queries[row[q]] for q in o.query_ids], ctrl_q, ctrl.values, base)
@@ -358,6 +384,7 @@ def evaluate(
                 de_d.append(dr)
     rep = _report(losses, nmses, w, ys, mus, vs, de_o, de_d)
     rep.details["nmse_additive"] = float(np.mean(nadd)) if nadd else float("nan")
+    rep.details["risk_training_controls"] = _aggregate(losses_training, w)
     rep.standard = _standard_summary(standard)
     return rep
 
@@ -382,11 +409,16 @@ def _feature_map(modality: str, var_names: Sequence[str], gene_sets: Mapping | N
     return lambda X: np.asarray(X, dtype=float)
 
 
-def _report(losses: dict, nmses: dict, w: dict, ys: list, mus: list, vs: list, de_o: list, de_d: list) -> RiskReport:
-    parts = {f"risk_{a}": float(np.mean(v)) if v else float("nan") for a, v in losses.items()}
+def _aggregate(losses: dict[str, list[float]], w: dict[str, float]) -> float:
+    """``Σ_a w_a · mean(losses[a]) / Σ_a w_a`` over the axes with sets and weight; NaN if none."""
     present = [a for a in AXES if losses[a] and w[a] > 0]
     total_w = sum(w[a] for a in present)
-    risk = float(sum(w[a] * parts[f"risk_{a}"] for a in present) / total_w) if total_w > 0 else float("nan")
+    return float(sum(w[a] * np.mean(losses[a]) for a in present) / total_w) if total_w > 0 else float("nan")
+
+
+def _report(losses: dict, nmses: dict, w: dict, ys: list, mus: list, vs: list, de_o: list, de_d: list) -> RiskReport:
+    parts = {f"risk_{a}": float(np.mean(v)) if v else float("nan") for a, v in losses.items()}
+    risk = _aggregate(losses, w)
     details: dict[str, float] = {f"nmse_{a}": float(np.mean(v)) if v else float("nan") for a, v in nmses.items()}
     details["n_sets"] = float(sum(len(v) for v in losses.values()))
     cal90 = float("nan")

@@ -108,6 +108,7 @@ def fabricate_run(
         for i, axis in enumerate(("modality", "scale", "context", "intervention")):
             row[f"risk_{axis}"] = (1.0 + 0.2 * i) * (1 - ident) if risk else np.nan
         row["risk"] = float(np.mean([row[f"risk_{a}"] for a in ("modality", "scale", "context", "intervention")]))
+        row["risk_training_controls"] = 0.9 * row["risk"]
         row["calibration_90"] = 0.85 if risk else np.nan
         row["wall_s"] = row["fit_s"] + row["score_s"] + row["acquire_s"] + row["measure_s"]
         store.write_metric_row(row)

@@ -191,7 +191,9 @@ def test_perfect_predictions_give_zero_risk(scenario) -> None:
     standard = {f"{m}{s}" for m in STANDARD for s in ("", "_skill", *(f"_{a}" for a in AXES))}
     assert (
         set(rep.as_metrics())
-        == {"risk", "risk_modality", "risk_scale", "risk_context", "risk_intervention", "calibration_90"} | standard
+        == {f"risk{p}" for p in ("", "_modality", "_scale", "_context", "_intervention", "_training_controls")}
+        | {"calibration_90"}
+        | standard
     )
     skills = {m: rep.standard[f"{m}_skill"] for m in STANDARD}
     assert all(v == pytest.approx(1.0) for v in skills.values() if np.isfinite(v)), skills
