@@ -364,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="join an existing Ray cluster at ADDR")
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON with further run settings")
     p.add_argument("--no-recovery", action="store_true", help="skip the model-vs-truth section of the report")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write results.parquet and summary.csv but no report.html (render it later: python -m loop.report DIR)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
 
@@ -425,15 +430,14 @@ def _study(
     copy.refresh()  # what the runs wrote to the storage
     try:
         summary = summarise(copy.folder)
-        render(copy.folder, recovery=None if args.no_recovery else _default_recovery())
+        if not args.no_report:
+            render(copy.folder, recovery=None if args.no_recovery else _default_recovery())
     except ValueError as exc:
         print(f"error: {str(exc).replace(str(copy.folder), display(args.out))}", file=sys.stderr)
         return 1
     print(summary.to_string(index=False))
-    print(
-        f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; "
-        f"report: {display(join(args.out, 'report.html'))}"
-    )
+    where = "no report (--no-report)" if args.no_report else f"report: {display(join(args.out, 'report.html'))}"
+    print(f"{n - len(failed)}/{n} runs finished in {time.perf_counter() - t0:.0f} s; {where}")
     return 1 if failed else 0
 
 

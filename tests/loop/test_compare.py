@@ -244,10 +244,12 @@ def test_real_comparison_two_strategies_two_seeds_small_world(tmp_path, ray_modu
     assert all(f'id="{sid}"' in text for sid in SECTIONS)
     recovery = text.split('id="recovery"')[1].split("</section>")[0]
     assert recovery.count("<img") == 4, "recovered dose-response and interaction signs of both strategies"
-    # resumable: a second call skips all four runs
+    # resumable: a second call skips all four runs; with --no-report it leaves the report as it was
     mtime = (out / "runs" / "random-seed0" / "metrics.parquet").stat().st_mtime
-    assert compare.main([*argv, "--no-recovery"]) == 0
+    report = (out / "report.html").stat().st_mtime_ns
+    assert compare.main([*argv, "--no-report"]) == 0
     assert (out / "runs" / "random-seed0" / "metrics.parquet").stat().st_mtime == mtime
+    assert (out / "report.html").stat().st_mtime_ns == report and (out / "results.parquet").is_file()
 
 
 @pytest.mark.slow
