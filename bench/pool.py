@@ -16,7 +16,8 @@ formats labs and atlases use, then replayed through the lab adapter
 
 Without truth the index is the practical one (posterior contraction, Fisher spectrum,
 held-out likelihood). Per screen it prints the final index and aggregate risk per strategy
-(mean over seeds) and the paired difference to random, and writes ``bench/results/pool.json``
+(mean over seeds) and the paired difference to random, and the risk against the training
+data's controls (its definition until 2026-12-08), and writes ``bench/results/pool.json``
 (directory overridable with ``CSLAB_BENCH_RESULTS``; ``--quick`` writes to ``bench/results/quick/`` instead).
 
     python -m bench.pool [--quick] [--seeds 3] [--budget 40] [--screens mixed,drug_grid]
@@ -82,11 +83,14 @@ def summarise(rows: list[dict], strategies: list[str]) -> dict:
         mine = [r for r in rows if r["strategy"] == s]
         d_id = [r["identifiability"] - base[r["seed"]]["identifiability"] for r in mine]
         d_risk = [r["risk"] - base[r["seed"]]["risk"] for r in mine]
+        d_old = [r["risk_training_controls"] - base[r["seed"]]["risk_training_controls"] for r in mine]
         out[s] = {
             "identifiability": float(np.mean([r["identifiability"] for r in mine])),
             "risk": float(np.mean([r["risk"] for r in mine])),
+            "risk_training_controls": float(np.mean([r["risk_training_controls"] for r in mine])),
             "delta_identifiability": float(np.mean(d_id)),
             "delta_risk": float(np.mean(d_risk)),
+            "delta_risk_training_controls": float(np.mean(d_old)),
             "seeds_better_identifiability": int(sum(d > 0 for d in d_id)),
             "seeds_lower_risk": int(sum(d < 0 for d in d_risk)),
         }
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "seed": seed,
                             "identifiability": float(m.identifiability.iloc[-1]),
                             "risk": float(m.risk.iloc[-1]),
+                            "risk_training_controls": float(m.risk_training_controls.iloc[-1]),
                             "spent": float(m.spent.iloc[-1]),
                         }
                     )
@@ -151,12 +156,14 @@ def main(argv: list[str] | None = None) -> dict:
             results[screen] = {"rows": rows, "summary": summarise(rows, strategies)}
     print(
         f"\n{'screen':>10} {'strategy':>12} {'ident':>7} {'risk':>7} {'Δident vs random':>17} {'Δrisk vs random':>16}"
+        f" {'risk (train ctl)':>16} {'Δ vs random':>12}"
     )
     for screen, res in results.items():
         for s, v in res["summary"].items():
             print(
                 f"{screen:>10} {s:>12} {v['identifiability']:7.3f} {v['risk']:7.3f} "
                 f"{v['delta_identifiability']:+17.3f} {v['delta_risk']:+16.3f}"
+                f" {v['risk_training_controls']:16.3f} {v['delta_risk_training_controls']:+12.3f}"
             )
     out = {"quick": args.quick, "seeds": seeds, "budget": budget, "screens": results}
     out["seconds"] = time.perf_counter() - t0

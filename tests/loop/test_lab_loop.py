@@ -66,6 +66,15 @@ def test_pool_mode_runs_end_to_end_from_the_pool_only(screen, tmp_path):
     assert held and not held & set(data.query_ids)  # the stress sets are held out of the pool
     assert {"ident_contraction", "ident_fisher_min", "ident_fisher_cond", "ident_heldout"} <= set(metrics.columns)
     assert metrics["spent"].iloc[-1] <= 30 + 1e-9 and (root / "checkpoints" / "finished.json").is_file()
+    # the risk's yardstick: the pool's control conditions (the trainable ones), handed out to nobody
+    reference = study.heldout.reference()
+    assert reference is not None and metrics["risk"].notna().all() and metrics["risk_training_controls"].notna().all()
+    obs = pd.concat([m.obs for m in reference.modalities.values()])
+    ref_ids = set(obs[keys.QUERY_ID])
+    controls = {q.query_id for q in study.heldout.space.pool if q.perturbation.is_control}
+    controls -= {q.query_id for q in study.heldout.space.pool if study.heldout.blocked(q)}
+    assert ref_ids == controls and controls
+    assert not set(obs[keys.SPECIMEN]) & study._used_specimens(-1)  # what counts as handed out before round 0
 
 
 def _one_sample_atlas(path, cells: int = 12, genes: int = 30):
