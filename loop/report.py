@@ -444,6 +444,11 @@ def _curve_sections(results: pd.DataFrame, target: float | None) -> dict[str, st
                 bounds=(0.0, np.inf),
             ),
             "risk vs spent",
+        ) + (
+            "<p class='note'>Losses in baseline units: each stress set's error over that of the mean of reference "
+            "controls measured at the start of each run, the same for every design on a seed (0 perfect, 1 the "
+            "mean of controls). Runs scored before 2026-12-08 used their training data's controls, which depend "
+            "on the design; <code>risk_training_controls</code> in results.parquet keeps that definition.</p>"
         )
     return body
 
