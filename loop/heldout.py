@@ -9,6 +9,11 @@ a held-out cell line, the target set of a held-out combination, a held-out
 condition) is kept out of training: :meth:`HeldOut.trainable` filters the ledger before each fit, and
 the study drops such queries from proposals. For lab data the sets are drawn
 from the pool (and so held out of it).
+
+Beside them the study measures the risk's reference controls once
+(:func:`reference_queries`, stored as ``heldout/reference/controls.parquet``):
+controls any design could measure, never trained on, so that the
+mean-of-controls yardstick is the same for every design on a seed.
 """
 
 from __future__ import annotations
