@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from bench import write_result
+from loop.distributed import THREAD_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKES = ROOT / "tests" / "acquisition" / "fakes.py"
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.one:
         print(json.dumps(run_one(*json.loads(args.one))))
         return {}
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, **THREAD_ENV)  # BLAS, OpenMP and MKL on one thread each
     rows = []
     print(f"{'strategy':>13} {'pool':>6} {'q':>3} {'M':>3} {'seconds':>8} {'peak MB':>8} {'n':>3} {'anchors':>7}")
     for cfg in configs(args.quick):
