@@ -9,22 +9,15 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny import TINY_RUN  # noqa: E402
+
 from bench import rescore  # noqa: E402
 from experiment_design import Perturbation  # noqa: E402
 from loop.config import RunConfig  # noqa: E402
 from loop.heldout import REFERENCE_POOL_SPECIMENS, REFERENCE_REPLICATES, HeldOut, reference_queries  # noqa: E402
 from loop.study import Study  # noqa: E402
 
-FAST = dict(
-    world="small",
-    budget=12.0,
-    batch_size=4,
-    n_members=2,
-    initial_size=4,
-    heldout_per_axis=2,
-    time_limit_s=60.0,
-    model_options={"max_steps": 30, "warm_steps": 10},  # the plumbing of the rescoring, not the model's science
-)
+FAST = {**TINY_RUN, "budget": 12.0}
 
 
 def test_reference_controls_are_every_assay_in_every_trainable_context():

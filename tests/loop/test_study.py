@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from loop_fakes import FlakyFactory
+from tiny import TINY_RUN
 
 from acquisition.registry import STRATEGIES
 from loop import faults
@@ -14,16 +15,7 @@ from loop.rounds import METRIC_COLUMNS, RoundStatus, RoundStore
 from loop.run import main
 from loop.study import Study
 
-FAST = dict(
-    world="small",
-    budget=14.0,
-    batch_size=4,
-    n_members=2,
-    initial_size=4,
-    heldout_per_axis=2,
-    time_limit_s=60.0,  # a limit that never binds: exact resumes
-    model_options={"max_steps": 30, "warm_steps": 10},  # the loop's plumbing, not the model's science
-)
+FAST = TINY_RUN
 TIMINGS = ["wall_s", "fit_s", "score_s", "acquire_s", "measure_s"]
 
 
