@@ -113,6 +113,25 @@ def reproduction_error(table: pd.DataFrame) -> float:
     return float(max(bad, ref.max() if len(ref) else 0.0))
 
 
+def cached_rescore(run: Path, path: Path) -> pd.DataFrame | None:
+    """``run``'s table from ``path``, or rescored and written there atomically; None (said why) if it cannot be."""
+    from loop.storage import read_table, write_table
+
+    if path.is_file():
+        return read_table(path).to_pandas()
+    try:
+        table = rescore_run(run)
+    except ValueError as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        return None
+    bad = reproduction_error(table)
+    if not bad <= TOLERANCE:
+        print(f"skipped: {run}: the stored risk does not reproduce (off by {bad:.3g})", file=sys.stderr)
+        return None
+    write_table(path, table)
+    return table
+
+
 def final_rows(table: pd.DataFrame) -> pd.core.groupby.DataFrameGroupBy:
     """Each (strategy, seed)'s last round, grouped by strategy."""
     return table.sort_values("round").groupby(["strategy", "seed"]).last().groupby("strategy")
@@ -152,28 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cache = folder / "rescored"
-    cache.mkdir(exist_ok=True)
     tables = []
     with Progress(transient=True) as bar:
         task = bar.add_task("rescoring", total=len(runs))
         for run in runs:
-            path = cache / f"{run.name}.parquet"
-            if not path.is_file():
-                try:
-                    t = rescore_run(run)
-                except ValueError as exc:
-                    print(f"skipped: {exc}", file=sys.stderr)
-                    bar.advance(task)
-                    continue
-                bad = reproduction_error(t)
-                if not bad <= TOLERANCE:
-                    print(f"skipped: {run}: the stored risk does not reproduce (off by {bad:.3g})", file=sys.stderr)
-                    bar.advance(task)
-                    continue
-                tmp = path.with_suffix(".tmp")
-                t.to_parquet(tmp)
-                tmp.replace(path)
-            tables.append(pd.read_parquet(path))
+            table = cached_rescore(run, cache / f"{run.name}.parquet")
+            if table is not None:
+                tables.append(table)
             bar.advance(task)
     if not tables:
         print(f"error: {folder}: no finished run of a simulated world to rescore", file=sys.stderr)
