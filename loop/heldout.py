@@ -30,7 +30,7 @@ from experiment_design.splits import queries_of_obs
 from experiment_design.stress import held_contexts, held_target_sets, make_stress_sets, pool_stress_sets, stress_rule
 from loop.config import SettingError
 from loop.rounds import RoundStore
-from loop.storage import read_table, write_table
+from loop.storage import BatchFiles, write_table
 from models.evaluation import RiskReport, evaluate
 
 
@@ -47,6 +47,7 @@ class HeldOut:
     def __init__(self, root: str | Path, space: DesignSpace, seed: int, n_per_axis: int = 8) -> None:
         self.dir = RoundStore(root).heldout_dir
         self.space = space
+        self._files = BatchFiles()  # the sets and the reference are read every round: decoded once
         rng = np.random.default_rng([seed, 0x4E1D])
         drawn = pool_stress_sets(space, rng, n_per_axis) if space.pool else make_stress_sets(space, rng, n_per_axis)
         # What a run measured is its stress sets: a resumed run keeps them even if the drawing rule has
@@ -59,7 +60,7 @@ class HeldOut:
         """Axis → the queries of its stored measurements (``heldout/<axis>.parquet``), in stored order."""
         out = {}
         for path in sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else []:
-            batch = MeasurementBatch.from_arrow(read_table(path))
+            batch = self._files.read(path)
             first = pd.concat([m.obs for m in batch.modalities.values()]).drop_duplicates(keys.QUERY_ID)
             out[path.stem] = queries_of_obs(first)
         return out
@@ -81,7 +82,7 @@ class HeldOut:
         out: set[str] = set()
         for axis in self.sets:
             if self.path(axis).is_file():
-                batch = MeasurementBatch.from_arrow(read_table(self.path(axis)))
+                batch = self._files.read(self.path(axis))
                 out.update(s for m in batch.modalities.values() for s in m.obs[keys.SPECIMEN])
         return out
 
@@ -99,7 +100,7 @@ class HeldOut:
 
     def load(self) -> dict[str, MeasurementBatch]:
         """Axis → measurements."""
-        return {a: MeasurementBatch.from_arrow(read_table(self.path(a))) for a in self.sets}
+        return {a: self._files.read(self.path(a)) for a in self.sets}
 
     def trainable(self, data: MeasurementBatch) -> MeasurementBatch:
         """``data`` without the queries the stress sets hold out."""
@@ -119,7 +120,7 @@ class HeldOut:
     def reference(self) -> MeasurementBatch | None:
         """The reference controls measured at the start of the run, or None (a run from before 2026-12-08)."""
         path = self.reference_path
-        return MeasurementBatch.from_arrow(read_table(path)) if path.is_file() else None
+        return self._files.read(path) if path.is_file() else None
 
     def store_reference(self, batch: MeasurementBatch) -> None:
         """Store the reference controls atomically."""

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from experiment_design import MeasurementBatch, keys
 from loop.rounds import RoundStore
-from loop.storage import RunFolderError, read_table, write_table
+from loop.storage import BatchFiles, RunFolderError, write_table
 
 SHARD = re.compile(r"^round-(\d{4})\.parquet$")
 
@@ -32,6 +32,7 @@ class Ledger:
 
     def __init__(self, root: str | Path) -> None:
         self.dir = RoundStore(root).ledger_dir
+        self._files = BatchFiles()
 
     def path(self, round_index: int) -> Path:
         """Shard path of a round."""
@@ -75,13 +76,9 @@ class Ledger:
         path = self.path(round_index)
         if not path.is_file():
             raise RunFolderError(f"{path}: ledger shard missing")
-        table = read_table(path)
-        try:
-            return MeasurementBatch.from_arrow(table)
-        except ValueError as exc:
-            raise RunFolderError(f"{path}: {exc}") from None
+        return MeasurementBatch.concat([self._files.read(path)])  # a copy: the cached batch stays as read
 
     def load(self, upto: int | None = None) -> MeasurementBatch:
-        """All measurements of rounds ``<= upto`` (all rounds by default)."""
+        """All measurements of rounds ``<= upto`` (all rounds by default), each shard decoded once."""
         rounds = [r for r in self.rounds() if upto is None or r <= upto]
-        return MeasurementBatch.concat(self.read_round(r) for r in rounds)
+        return MeasurementBatch.concat([self._files.read(self.path(r)) for r in rounds])

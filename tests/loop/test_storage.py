@@ -64,6 +64,28 @@ def test_truncated_shard_is_a_clear_error(tmp_path):
         read_table(path)
 
 
+def test_ledger_decodes_each_shard_version_once_and_hands_out_copies(tmp_path, monkeypatch):
+    decoded = []
+    from_arrow = MeasurementBatch.from_arrow.__func__
+    monkeypatch.setattr(
+        MeasurementBatch, "from_arrow", classmethod(lambda cls, t: decoded.append(1) or from_arrow(cls, t))
+    )
+    ledger = Ledger(tmp_path)
+    path = ledger.append(0, _batch("q0"))
+    ledger.load()
+    ledger.load(upto=0)
+    first = ledger.read_round(0)
+    assert len(decoded) == 1, "an unchanged shard is decoded once"
+    first.modalities["rna"].X[:] = -1.0  # what a caller does with its batch never reaches the next reader
+    ledger.load().modalities["rna"].X[:] = -2.0
+    assert ledger.read_round(0).modalities["rna"].X.min() == 0.0
+    ledger.append(0, _batch("q9"))  # a rewritten shard is read again, never served stale
+    assert ledger.load().query_ids == ["q9"] and len(decoded) == 2
+    path.write_bytes(path.read_bytes()[:50])  # ... and so is one damaged after it was read
+    with pytest.raises(ValueError, match="round-0000.parquet: unreadable Parquet"):
+        ledger.load()
+
+
 def test_round_status_and_metrics(tmp_path):
     store = RoundStore(tmp_path)
     assert store.last_round() is None and store.read_status(0) is None
