@@ -54,7 +54,7 @@ from bench import ceiling, write_result
 from loop import compare
 from loop.config import RunConfig
 from loop.report import find_runs, load_run, results_frame
-from loop.stats import Headline, headline
+from loop.stats import Headline, headline, needs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "bench" / "results" / "efficiency-study"
@@ -135,6 +135,43 @@ def tables(res: pd.DataFrame, rng: np.random.Generator) -> dict[str, dict[str, l
         metric: {ref: headline(res, rng, column=col, reference=ref) for ref in REFERENCES if ref in present}
         for metric, col in METRICS.items()
     }
+
+
+def per_seed(res: pd.DataFrame) -> dict[str, list[dict]]:
+    """Per metric, each (strategy, seed)'s budget to reach random's final level on that seed (NaN: never).
+
+    The headline's geometric mean hides which seeds never reach; this is the table behind it.
+    """
+    out = {}
+    for metric, col in METRICS.items():
+        t = needs_table(res, column=col, reference="random")
+        sign = -1.0 if col.startswith("neg_") else 1.0  # risks are stored negated (higher is better)
+        out[metric] = [
+            {
+                "strategy": r.strategy,
+                "seed": int(r.seed),
+                "need": float(r.need),
+                "ratio": float(r.ratio),
+                "final": sign * float(r.final),
+                "random_final": sign * float(r.target),
+            }
+            for r in t.itertuples()
+        ]
+    return out
+
+
+def per_seed_lines(seeds_table: dict[str, list[dict]]) -> list[str]:
+    """One line per (metric, non-random strategy): ``seed:need`` pairs, ``-`` for a seed that never reaches."""
+
+    def cell(r: dict) -> str:
+        return f"{r['seed']}:" + ("-" if math.isnan(r["need"]) else f"{r['need']:.0f}")
+
+    lines = []
+    for metric, rows in seeds_table.items():
+        for strategy in dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != "random"):
+            cells = [cell(r) for r in rows if r["strategy"] == strategy]
+            lines.append(f"  {LABELS[metric]:>15} {strategy:>12}: " + " ".join(cells))
+    return lines
 
 
 def best(rows: list[Headline], exclude: str) -> Headline | None:
@@ -266,6 +303,10 @@ def main(argv: list[str] | None = None) -> dict:
                 f"  {m:>15}: ceiling {ratio_text(top_c) if top_c else 'none'}; "
                 + ", ".join(f"{k} {v:.2f}" for k, v in shares[m].items())
             )
+    seeds_table = per_seed(res)
+    print(f"budget to reach random's final level on each seed (seed:units; - never; of {budget:g}):")
+    for line in per_seed_lines(seeds_table):
+        print(line)
     failed = [o for o in outcomes if o["status"] == "failed"]
     partial = len(done_seeds) < seeds
     top = best(heads["identifiability"]["random"], "random")
@@ -294,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
         "target_ratio": TARGET,
         "aim_ratio": AIM,
         "share_of_ceiling": shares,
+        "per_seed": seeds_table,
     }
     path = write_result("efficiency", result, q, default=float)
     print(f"wrote {path}" + (f"; study {study}" if not tmp else ""))

@@ -74,6 +74,13 @@ def test_quick_figures_are_consistent(quick_run):
     ref = eff["headline"]["identifiability"]["random"][0]
     assert ref["strategy"] == "random" and ref["n_reached"] == ref["n_seeds"] == 2
     assert ref["ratio"] == pytest.approx(1.0)
+    # the per-seed table is the one behind the headline: as many seeds reach as it counts, random needs its own
+    for metric, by_ref in eff["headline"].items():
+        rows = eff["per_seed"][metric]
+        for h in by_ref["random"]:
+            mine = [r for r in rows if r["strategy"] == h["strategy"]]
+            assert len(mine) == h["n_seeds"] and sum(r["need"] == r["need"] for r in mine) == h["n_reached"]
+        assert all(r["ratio"] == pytest.approx(1.0) for r in rows if r["strategy"] == "random")
 
 
 def test_summarising_a_folder_without_a_study_is_a_one_line_error(tmp_path):
