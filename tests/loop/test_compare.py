@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fabricate import fabricate_run
+from tiny import TINY_RUN
 
 from loop import compare
 from loop.compare import RunSpec, execute, plan, summarise
@@ -315,16 +316,8 @@ def test_a_failed_run_says_so_in_its_own_folder_and_a_good_rerun_clears_it(tmp_p
     from loop.report import load_run
     from loop.rounds import RoundStore, RunState
 
-    cfg = RunConfig(
-        world="small",
-        budget=6.0,
-        batch_size=4,
-        n_members=2,
-        initial_size=4,
-        heldout_per_axis=2,
-        time_limit_s=60.0,
-        model_options={"max_steps": 40, "warm_steps": 20},
-    )
+    # the shared tiny run, ending after round 0, with the fit lengths this test was written with
+    cfg = RunConfig(**{**TINY_RUN, "budget": 6.0, "model_options": {"max_steps": 40, "warm_steps": 20}})
     spec = plan(tmp_path, ["random"], 1, cfg)[0]
 
     def sabotage(study):
